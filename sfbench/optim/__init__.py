@@ -1,0 +1,19 @@
+"""sfbench.optim — the schedule-free family, SF-Polyak and schedules (ALGORITHMS.md sections A and B).
+
+Usable on its own (it depends on torch and numpy only)::
+
+    from sfbench.optim import SFAdamW, make_schedule
+    opt = SFAdamW(model.parameters(), lr=2e-3)
+    sched = make_schedule("wsd", total_steps=T, warmup_steps=100).lr_scheduler(opt)
+    opt.train(); ...; opt.step(); sched.step(); ...; opt.eval()   # evaluate / save at x
+
+Baselines are PyTorch's own `torch.optim.SGD` (momentum) and `torch.optim.AdamW`, used as they are.
+"""
+
+from .base import FUSED_AUTO_MIN_NUMEL, LR_RULES, WEIGHTINGS, ScheduleFreeBase
+from .schedules import COOLDOWNS, SCHEDULES, Schedule, make_schedule
+from .sf_adamw import SFAdamW
+from .sf_sgd import SFSGD
+
+__all__ = ["SFSGD", "SFAdamW", "ScheduleFreeBase", "Schedule", "make_schedule", "SCHEDULES", "COOLDOWNS",
+           "WEIGHTINGS", "LR_RULES", "FUSED_AUTO_MIN_NUMEL"]

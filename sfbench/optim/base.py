@@ -1,0 +1,336 @@
+"""What the schedule-free optimizers share: averaging weights [A5], train/eval swaps, SF-Polyak [B1], backends.
+
+`SFSGD` and `SFAdamW` differ only in the preconditioner P_t of [A3] (identity, or Adam's D_t⁻¹), so everything else
+lives here. The math of one step is in `sfbench.optim.kernels`; this class computes the per-step scalars (γ_t, c_{t+1})
+in float64 Python arithmetic and hands them to a kernel, eager or compiled.
+
+Per-group running scalars are kept *in the param group* (`k`, `weight_sum`, `lr_max`, `train_mode`, `last_lr`,
+`last_c`), so `state_dict()` / `load_state_dict()` round-trip them, and the train/eval mode, with no extra code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import types
+import warnings
+from collections import defaultdict
+from typing import Any, Callable
+
+import torch
+from torch.optim import Optimizer
+
+from . import kernels
+
+WEIGHTINGS = ("lr_power", "uniform", "lr", "poly")
+LR_RULES = ("schedule", "polyak")
+
+#: Below this many parameter elements, `fused=None` stays eager: a cold compile costs tens of seconds, while the
+#: eager step of a model this small costs milliseconds (docs/benchmarks.md has the measurements behind it).
+FUSED_AUTO_MIN_NUMEL = 1 << 20
+
+
+def check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:
+    """Raise ValueError naming the argument, its value and the allowed interval unless value lies in it."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+    if not bad:
+        bad = (value <= lo if lo_open else value < lo) or (value >= hi if hi_open else value > hi)
+    if bad:
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ValueError(f"{name}={value!r} is out of range; allowed: a number in {interval}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {allowed}")
+
+
+def _fresh_function(fn: Callable) -> Callable:
+    """A copy of `fn` with its own code object.
+
+    torch.compile caches compiled graphs on the code object and stops compiling after `recompile_limit` (8) distinct
+    guards per code object. Each optimizer instance specialises its kernel on its own parameter shapes, so sharing one
+    code object would make the ninth optimizer in a process (a test session, a sweep in one process) silently fall back
+    to eager. A fresh code object per instance keeps compiles independent; inductor's on-disk cache still hits, since
+    it keys on the generated graph, not on the Python function.
+    """
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_sfbench")
+    return types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def default_compile_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "sfbench", "inductor")
+
+
+def compile_supported(device: torch.device) -> tuple[bool, str]:
+    """Whether torch.compile can build kernels for `device` here, and if not, why."""
+    if device.type == "cpu":
+        if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+            return False, "no C++ compiler (g++/c++/clang++) on PATH for inductor's CPU kernels"
+        return True, ""
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False, "triton is not installed"
+        return True, ""
+    return False, f"device type {device.type!r} has no inductor backend here"
+
+
+class ScheduleFreeBase(Optimizer):
+    """Base class of the schedule-free optimizers (ALGORITHMS.md section A; SF-Polyak [B1]).
+
+    Subclasses set `_adam` (whether P_t is Adam's D_t⁻¹) and `_beta_key` (how β is read from a group).
+    """
+
+    _adam: bool = False
+
+    def __init__(self, params, defaults: dict, *, foreach: bool | None, fused: bool | None):
+        defaults = dict(defaults, k=0, weight_sum=0.0, lr_max=-1.0, train_mode=True, last_lr=0.0, last_c=0.0)
+        if fused is not None and not isinstance(fused, bool):
+            raise ValueError(f"fused={fused!r} is not allowed; choose True, False or None (auto)")
+        if foreach is not None and not isinstance(foreach, bool):
+            raise ValueError(f"foreach={foreach!r} is not allowed; choose True, False or None (auto)")
+        self._fused_arg = fused
+        self._foreach_arg = foreach
+        self._compiled: dict[str, Callable] = {}
+        self._fused_decision: bool | None = None
+        super().__init__(params, defaults)
+
+    # -- hyperparameters -------------------------------------------------------------------------------------------
+
+    def _beta(self, group: dict) -> float:
+        raise NotImplementedError
+
+    def _validate_group(self, group: dict) -> None:
+        for name in ("lr", "weight_decay", "r", "weight_lr_power"):
+            check_range(name, group[name], 0.0, math.inf, hi_open=True)
+        check_choice("weighting", group["weighting"], WEIGHTINGS)
+        check_range("alpha", group["alpha"], 0.0, 1.0)
+        check_choice("lr_rule", group["lr_rule"], LR_RULES)
+        check_range("polyak_floor", group["polyak_floor"], 0.0, math.inf, lo_open=True, hi_open=True)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if group.get("weighting") is None:
+            # SF-Polyak's analysis pairs it with uniform averaging (SFS v2); otherwise the reference's default.
+            group["weighting"] = "uniform" if group["lr_rule"] == "polyak" else "lr_power"
+        self._validate_group(group)
+        rules = {g["lr_rule"] for g in self.param_groups}
+        if len(rules) > 1:
+            raise ValueError(f"lr_rule must be the same in every parameter group (SF-Polyak's step is one scalar "
+                             f"for the whole loss); got {sorted(rules)}")
+
+    # -- train / eval ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        """Put the parameters at the averaged point x (for evaluation and saving the model); [A1] solved for x."""
+        self._swap(to_train=False)
+
+    @torch.no_grad()
+    def train(self) -> None:
+        """Put the parameters back at y = (1 − β) z + β x, where gradients are taken during training [A1]."""
+        self._swap(to_train=True)
+
+    def _swap(self, to_train: bool) -> None:
+        for group in self.param_groups:
+            if group["train_mode"] == to_train:
+                continue
+            beta = self._beta(group)
+            for p in group["params"]:
+                state = self.state[p]
+                if "x" in state:            # β = 0 storage: exchange y (= z) and x
+                    tmp = p.detach().clone()
+                    p.copy_(state["x"])
+                    state["x"].copy_(tmp)
+                elif "u" in state and beta < 1:
+                    # x = y − ((1 − β)/β) u  and back.
+                    scale = (1 - beta) / beta
+                    p.add_(state["u"].to(p.device), alpha=scale if to_train else -scale)
+            group["train_mode"] = to_train
+
+    # -- the averaging weights [A5] ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _averaging_coefficient(group: dict, lr: float) -> float:
+        """c_{t+1} of [A5] for step t = group['k'] taken with step size `lr`; updates the group's running sums."""
+        k, mode = group["k"], group["weighting"]
+        if mode == "poly":
+            return (k + 1) ** (-group["alpha"])
+        if mode == "uniform":
+            weight = 1.0
+        elif mode == "lr":
+            weight = lr
+        else:  # lr_power: (t+1)^r · (max_{i≤t} γ_i)^p, exactly as schedulefree computes it
+            group["lr_max"] = max(lr, group["lr_max"])
+            weight = ((k + 1) ** group["r"]) * (group["lr_max"] ** group["weight_lr_power"])
+        group["weight_sum"] = group["weight_sum"] + weight
+        return weight / group["weight_sum"] if group["weight_sum"] > 0 else 0.0
+
+    # -- backends ----------------------------------------------------------------------------------------------------
+
+    def _decide_fused(self) -> bool:
+        if self._fused_decision is not None:
+            return self._fused_decision
+        params = [p for g in self.param_groups for p in g["params"]]
+        devices = {p.device for p in params}
+        if self._fused_arg is False:
+            decision = False
+        else:
+            reasons = [why for ok, why in (compile_supported(d) for d in devices) if not ok]
+            if self._fused_arg is True:
+                if reasons:
+                    raise RuntimeError(f"fused=True needs torch.compile, which can't build kernels here: "
+                                       f"{'; '.join(reasons)}. Use fused=False.")
+                decision = True
+            else:
+                decision = not reasons and sum(p.numel() for p in params) >= FUSED_AUTO_MIN_NUMEL
+        self._fused_decision = decision
+        return decision
+
+    def _kernel(self, name: str, fused: bool) -> Callable:
+        if not fused:
+            return getattr(kernels, name)
+        fn = self._compiled.get(name)
+        if fn is None:
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default_compile_cache_dir())
+            fn = torch.compile(_fresh_function(getattr(kernels, name)), fullgraph=True, dynamic=False)
+            self._compiled[name] = fn
+        return fn
+
+    def _run(self, name: str, *args, scalars: tuple) -> Any:
+        """Run kernel `name` (or its foreach twin) with `scalars` passed as floats (eager) or 0-d tensors (compiled)."""
+        if self._decide_fused():
+            tensors = tuple(torch.tensor(s, dtype=torch.float64) for s in scalars)
+            try:
+                return self._kernel(name, True)(*args, *tensors)
+            except Exception as err:  # a compiler failure surfaces on the first call, before anything is written
+                if not _is_compile_failure(err):
+                    raise
+                warnings.warn(f"sfbench: torch.compile of the {name} kernel failed ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); using the eager path from now on.",
+                              RuntimeWarning, stacklevel=3)
+                self._fused_decision = False
+        foreach = self._foreach_arg is not False
+        if foreach and hasattr(kernels, "foreach_" + name.removeprefix("sf_")):
+            return getattr(kernels, "foreach_" + name.removeprefix("sf_"))(*args, *scalars)
+        return getattr(kernels, name)(*args, *scalars)
+
+    # -- the step ----------------------------------------------------------------------------------------------------
+
+    def _tensors(self, group: dict) -> dict[torch.device, dict[str, list]]:
+        """The group's parameters with gradients, by device, with their state (created on first use)."""
+        beta = self._beta(group)
+        out: dict[torch.device, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                if beta == 0:
+                    state["x"] = p.detach().clone(memory_format=torch.preserve_format)
+                else:
+                    state["u"] = torch.zeros_like(p, memory_format=torch.preserve_format)   # z_0 = y_0
+                if self._adam:
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            lists = out[p.device]
+            lists["y"].append(p.detach())
+            lists["g"].append(p.grad)
+            lists["u" if "u" in state else "x"].append(state["u" if "u" in state else "x"])
+            if self._adam:
+                lists["v"].append(state["exp_avg_sq"])
+        return out
+
+    def _adam_scalars(self, group: dict) -> tuple[float, float, float]:
+        if not self._adam:
+            return 0.0, 1.0, 0.0
+        beta2 = group["betas"][1]
+        return beta2, 1.0 - beta2 ** (group["k"] + 1), group["eps"]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None, lower_bound: Any = 0.0) -> Any:
+        """One step of [A1]–[A5].
+
+        With `lr_rule="schedule"` the step size is the group's `lr` (set it with any `torch.optim.lr_scheduler`).
+        With `lr_rule="polyak"` it is SF-Polyak's [B1], capped by the group's `lr`; pass the minibatch loss at y
+        (`loss=`, a float or a scalar tensor) and a lower bound ℓ* on it (`lower_bound=`, default 0), or a closure
+        that returns the loss. The step actually taken is in `group["last_lr"]` afterwards.
+        """
+        closure_loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                closure_loss = closure()
+            if loss is None:
+                loss = closure_loss
+        for group in self.param_groups:
+            if not group["train_mode"]:
+                raise RuntimeError(f"{type(self).__name__}.step() was called in eval mode (parameters at x). "
+                                   "Call optimizer.train() before training steps and optimizer.eval() before "
+                                   "evaluating or saving.")
+
+        work = [(group, self._tensors(group)) for group in self.param_groups]
+        polyak_step = None
+        if self.param_groups and self.param_groups[0]["lr_rule"] == "polyak":
+            polyak_step = self._polyak_step(work, loss, lower_bound)
+
+        for group, by_device in work:
+            if polyak_step is None:
+                lr = float(group["lr"])
+            else:   # a NaN loss gives a NaN step: divergence must show, not be capped away
+                lr = polyak_step if math.isnan(polyak_step) else min(float(group["lr"]), polyak_step)
+            c = self._averaging_coefficient(group, lr)
+            beta, wd = self._beta(group), group["weight_decay"]
+            beta2, bc2, eps = self._adam_scalars(group)
+            for lists in by_device.values():
+                vs = lists["v"] if self._adam else None
+                if lists["u"]:
+                    self._run("sf_update", lists["y"], lists["g"], lists["u"], vs,
+                              scalars=(c, -lr * (1 - beta * (1 - c)), -lr * beta * (1 - c), wd, beta2, bc2, eps))
+                if lists["x"]:
+                    self._run("sf_update_beta0", lists["y"], lists["g"], lists["x"], vs,
+                              scalars=(c, lr, wd, beta2, bc2, eps))
+            group["k"] += 1
+            group["last_lr"] = lr
+            group["last_c"] = c
+        return closure_loss
+
+    def _polyak_step(self, work: list, loss: Any, lower_bound: Any) -> float:
+        """γ_t of [B1] before the cap: [f(y) − ℓ* + ⟨g, z − y⟩]_+ / max(‖g‖²_P, M), over all groups."""
+        if loss is None:
+            raise ValueError(f"{type(self).__name__} with lr_rule='polyak' needs the minibatch loss at y: call "
+                             "step(loss=loss, lower_bound=lower_bound) (lower_bound defaults to 0), or pass a "
+                             "closure that returns the loss.")
+        gpg, gu = 0.0, 0.0
+        for group, by_device in work:
+            beta2, bc2, eps = self._adam_scalars(group)
+            for lists in by_device.values():
+                vs = lists["v"] if self._adam else None
+                us = lists["u"] or None
+                if not lists["g"]:
+                    continue
+                if lists["x"] and lists["u"]:   # mixed storage in one group can't happen: β is per group
+                    raise AssertionError("unreachable")
+                sums = self._run("polyak_sums", lists["g"], us, vs, scalars=(beta2, bc2, eps))
+                sums = sums.tolist()
+                gpg, gu = gpg + sums[0], gu + sums[1]
+        floor = self.param_groups[0]["polyak_floor"]
+        numerator = float(loss) - float(lower_bound) + gu
+        if math.isnan(numerator) or math.isnan(gpg):
+            return math.nan
+        return max(numerator, 0.0) / max(gpg, floor)
+
+
+def _is_compile_failure(err: Exception) -> bool:
+    try:
+        from torch._dynamo.exc import BackendCompilerFailed, TorchRuntimeError, Unsupported
+        from torch._inductor.exc import InductorError
+    except ImportError:  # pragma: no cover - older/newer torch layouts
+        return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))
+    return isinstance(err, (BackendCompilerFailed, Unsupported, InductorError, TorchRuntimeError))

@@ -1,0 +1,120 @@
+"""Per-step update kernels of the schedule-free family (ALGORITHMS.md [A1]–[A5], [B1]).
+
+Storage. Training keeps `y` in the model's parameters (gradients are taken there, [A2]) and one buffer of optimizer
+state per parameter, `u = z − y`, instead of the reference package's `z`. The two carry the same information
+(z = y + u) and cost the same memory, but `u` is what SF-Polyak's numerator needs (⟨g, z − y⟩, [B1]), so its extra
+reduction pass reads three arrays instead of four. With `d = P g + λ y` (preconditioned gradient plus decoupled
+weight decay at y) and `c = c_{t+1}`, one step of [A1]–[A4] becomes
+
+    y ← y + c·u − γ (1 − β (1 − c)) d          (the RLS storage trick, rewritten with u)
+    u ← (1 − c) (u − γ β d)                    (z' − y' for z' = z − γ d)
+
+and the averaged point is `x = y − ((1 − β)/β) u` (β > 0). For β = 0 the average can't be recovered from y and z
+(they are equal), so the state holds `x` itself and the step is `y ← y − γ d; x ← x + c (y − x)`.
+
+Every kernel is written as a plain loop over the tensors of one device, with out-of-place temporaries, so that:
+- run eagerly it is the readable path (the `foreach=False` path of the optimizers);
+- under `torch.compile` inductor fuses each tensor's loop body into a single pass over memory: the fast path;
+- `foreach_*` variants do the same with `torch._foreach_*` ops (fewer kernel launches, more passes over memory).
+
+Scalar arguments may be Python floats (eager) or 0-d float64 CPU tensors (compiled: tensors don't trigger a
+recompile when their value changes, and 0-d tensors don't change the parameters' dtype). `vs is None` selects the SGD
+base (P = I); otherwise `vs` holds Adam's second moments and P = D⁻¹ with D = sqrt(v / bc2) + eps ([A3]).
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensors = list[torch.Tensor]
+
+
+def sf_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None, c, ay, au, wd, beta2, bc2, eps) -> None:
+    """One SF step in place for β > 0: `ay = −γ (1 − β (1 − c))`, `au = −γ β (1 − c)` (module docstring)."""
+    for i in range(len(ys)):
+        y, g, u = ys[i], gs[i], us[i]
+        if vs is None:
+            d = g + wd * y
+        else:
+            v = vs[i]
+            v.mul_(beta2).add_((1 - beta2) * g * g)
+            d = g / ((v / bc2).sqrt() + eps) + wd * y
+        y.add_(c * u + ay * d)
+        u.mul_(1 - c).add_(au * d)
+
+
+def sf_update_beta0(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors | None, c, lr, wd, beta2, bc2, eps) -> None:
+    """One SF step in place for β = 0: y = z is plain SGD/Adam, `xs` the running weighted average [A4]."""
+    for i in range(len(ys)):
+        y, g, x = ys[i], gs[i], xs[i]
+        if vs is None:
+            d = g + wd * y
+        else:
+            v = vs[i]
+            v.mul_(beta2).add_((1 - beta2) * g * g)
+            d = g / ((v / bc2).sqrt() + eps) + wd * y
+        y.sub_(lr * d)
+        x.add_(c * (y - x))
+
+
+def polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None, beta2, bc2, eps) -> torch.Tensor:
+    """SF-Polyak's two reductions [B1], without writing anything: returns `[‖g‖²_P, ⟨g, z − y⟩]` (float64).
+
+    For the Adam base, P uses v_t, i.e. the second moment *including* this step's gradient, as [A3] does; it is
+    recomputed here rather than stored so that the update kernel stays the same for both learning-rate rules.
+    """
+    total = torch.zeros(2, dtype=torch.float64, device=gs[0].device)
+    for i in range(len(gs)):
+        g = gs[i]
+        if vs is None:
+            gpg = (g * g).sum()
+        else:
+            denom = ((beta2 * vs[i] + (1 - beta2) * g * g) / bc2).sqrt() + eps
+            gpg = (g * g / denom).sum()
+        gu = (g * us[i]).sum() if us is not None else torch.zeros((), dtype=g.dtype, device=g.device)
+        total = total + torch.stack([gpg.to(torch.float64), gu.to(torch.float64)])
+    return total
+
+
+def foreach_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None,
+                   c: float, ay: float, au: float, wd: float, beta2: float, bc2: float, eps: float) -> None:
+    """`sf_update` with multi-tensor ops (eager only; scalars are Python floats)."""
+    if vs is None:
+        d = torch._foreach_add(gs, ys, alpha=wd) if wd != 0 else list(gs)
+    else:
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
+        denom = torch._foreach_div(vs, bc2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+        d = torch._foreach_div(gs, denom)
+        del denom
+        if wd != 0:
+            torch._foreach_add_(d, ys, alpha=wd)
+    torch._foreach_add_(ys, us, alpha=c)
+    torch._foreach_add_(ys, d, alpha=ay)
+    torch._foreach_mul_(us, 1 - c)
+    torch._foreach_add_(us, d, alpha=au)
+
+
+def foreach_polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None,
+                        beta2: float, bc2: float, eps: float) -> torch.Tensor:
+    """`polyak_sums` with multi-tensor ops (eager only)."""
+    device = gs[0].device
+    if vs is None:
+        gpg = torch.stack(torch._foreach_norm(gs)).to(torch.float64).square().sum()
+    else:
+        denom = torch._foreach_mul(vs, beta2)
+        torch._foreach_addcmul_(denom, gs, gs, value=1 - beta2)
+        torch._foreach_div_(denom, bc2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+        gg = torch._foreach_mul(gs, gs)
+        torch._foreach_div_(gg, denom)
+        gpg = sum(t.sum(dtype=torch.float64) for t in gg)
+    if us is None:
+        gu = torch.zeros((), dtype=torch.float64, device=device)
+    else:
+        gu = sum((g * u).sum(dtype=torch.float64) for g, u in zip(gs, us))
+    return torch.stack([torch.as_tensor(gpg, dtype=torch.float64, device=device),
+                        torch.as_tensor(gu, dtype=torch.float64, device=device)])

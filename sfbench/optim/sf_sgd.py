@@ -1,0 +1,56 @@
+"""Schedule-Free SGD, and SF-Polyak with the SGD base (ALGORITHMS.md [A1]–[A5] with P_t = I; [B1])."""
+
+from __future__ import annotations
+
+from .base import ScheduleFreeBase, check_range
+
+_WARMUP_MOVED = ("warmup_steps={!r}: warm-up is a schedule in sfbench, not an optimizer argument. Use e.g. "
+                 "sfbench.optim.make_schedule('constant', total_steps=T, warmup_steps=W).lr_scheduler(optimizer).")
+
+
+class SFSGD(ScheduleFreeBase):
+    r"""Schedule-Free SGD (Defazio et al. 2024, "The Road Less Scheduled"; ALGORITHMS.md section A).
+
+    Three sequences, with y kept in the parameters during training and x shown by `eval()`:
+
+        y_t     = (1 − β) z_t + β x_t                       [A1]
+        z_{t+1} = z_t − γ_t (∇f(y_t) + λ y_t)               [A2], [A3] with P_t = I, decoupled weight decay at y
+        x_{t+1} = (1 − c_{t+1}) x_t + c_{t+1} z_{t+1}       [A4], c_{t+1} from `weighting` [A5]
+
+    Arguments mirror `schedulefree.SGDScheduleFree` (positional order included), so it is a drop-in replacement:
+
+    Args:
+        params: parameters or parameter groups.
+        lr: γ, the step size; the group's current `lr` is used at each step, so any `torch.optim.lr_scheduler`
+            drives it. With `lr_rule="polyak"` it is the cap γ_max of [B1].
+        momentum: β ∈ [0, 1], the interpolation of [A1]. β = 1 is heavy-ball momentum (SFN Thms 1–2), β = 0 plain
+            SGD iterates with x their weighted average (Polyak–Ruppert).
+        weight_decay: λ ≥ 0, decoupled, applied at y.
+        warmup_steps: accepted for drop-in compatibility only; must be 0 (warm-up is a schedule here).
+        r, weight_lr_power: the `lr_power` weighting w_t = (t+1)^r (max_{i≤t} γ_i)^p [A5].
+        weighting: `lr_power` (the reference's), `uniform` (w_t = 1), `lr` (w_t = γ_t, SFS "schedulet"),
+            `poly` (c_{t+1} = (t+1)^(−alpha), SFN Thm 5). Default: `lr_power`, or `uniform` with the Polyak rule.
+        alpha: the exponent of `poly` weighting, in [0, 1] (1 is `uniform`, 0 gives x = z).
+        lr_rule: `schedule` (γ_t = the group's lr) or `polyak` (SF-Polyak [B1]: pass `loss=` to `step`).
+        polyak_floor: M of [B1], the floor on ‖g‖² against division by zero.
+        foreach: use multi-tensor ops on the eager path (default: yes).
+        fused: run the step as one compiled kernel per tensor (torch.compile). None: when the model has
+            ≥ 2^20 parameter elements and the device can compile.
+    """
+
+    def __init__(self, params, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
+                 warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, foreach: bool | None = None,
+                 *, weighting: str | None = None, alpha: float = 0.5, lr_rule: str = "schedule",
+                 polyak_floor: float = 1e-12, fused: bool | None = None):
+        if warmup_steps:
+            raise ValueError(_WARMUP_MOVED.format(warmup_steps))
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, r=r, weight_lr_power=weight_lr_power,
+                        weighting=weighting, alpha=alpha, lr_rule=lr_rule, polyak_floor=polyak_floor)
+        super().__init__(params, defaults, foreach=foreach, fused=fused)
+
+    def _beta(self, group: dict) -> float:
+        return group["momentum"]
+
+    def _validate_group(self, group: dict) -> None:
+        super()._validate_group(group)
+        check_range("momentum", group["momentum"], 0.0, 1.0)
