@@ -78,23 +78,33 @@ def polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None, beta2, bc2,
 
 def foreach_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None,
                    c: float, ay: float, au: float, wd: float, beta2: float, bc2: float, eps: float) -> None:
-    """`sf_update` with multi-tensor ops (eager only; scalars are Python floats)."""
+    """`sf_update` with multi-tensor ops (eager only; scalars are Python floats).
+
+    At most one full-size temporary (Adam's denominator, reused for d when there is weight decay) and none
+    for the SGD base without weight decay; `gs` is never written.
+    """
     if vs is None:
-        d = torch._foreach_add(gs, ys, alpha=wd) if wd != 0 else list(gs)
+        d = torch._foreach_add(gs, ys, alpha=wd) if wd != 0 else gs
+        denom = None
     else:
         torch._foreach_mul_(vs, beta2)
         torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
         denom = torch._foreach_div(vs, bc2)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, eps)
-        d = torch._foreach_div(gs, denom)
-        del denom
-        if wd != 0:
-            torch._foreach_add_(d, ys, alpha=wd)
+        if wd != 0:     # d = g / D + λ y, built in the denominator's buffer (y must be read before it moves)
+            torch._foreach_reciprocal_(denom)
+            torch._foreach_mul_(denom, gs)
+            torch._foreach_add_(denom, ys, alpha=wd)
+            d, denom = denom, None
     torch._foreach_add_(ys, us, alpha=c)
-    torch._foreach_add_(ys, d, alpha=ay)
     torch._foreach_mul_(us, 1 - c)
-    torch._foreach_add_(us, d, alpha=au)
+    if denom is None:
+        torch._foreach_add_(ys, d, alpha=ay)
+        torch._foreach_add_(us, d, alpha=au)
+    else:
+        torch._foreach_addcdiv_(ys, gs, denom, value=ay)
+        torch._foreach_addcdiv_(us, gs, denom, value=au)
 
 
 def foreach_polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None,
@@ -114,7 +124,7 @@ def foreach_polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None,
         gpg = sum(t.sum(dtype=torch.float64) for t in gg)
     if us is None:
         gu = torch.zeros((), dtype=torch.float64, device=device)
-    else:
-        gu = sum((g * u).sum(dtype=torch.float64) for g, u in zip(gs, us))
+    else:   # a BLAS dot per tensor: no temporary
+        gu = sum(torch.dot(g.reshape(-1), u.reshape(-1)).to(torch.float64) for g, u in zip(gs, us))
     return torch.stack([torch.as_tensor(gpg, dtype=torch.float64, device=device),
                         torch.as_tensor(gu, dtype=torch.float64, device=device)])
