@@ -29,16 +29,19 @@ import torch
 Tensors = list[torch.Tensor]
 
 
+def _direction(y: torch.Tensor, g: torch.Tensor, v: torch.Tensor | None, wd, beta2, bc2, eps) -> torch.Tensor:
+    """d = P_t g + λ y [A3]; for the Adam base, first v ← β2 v + (1 − β2) g² in place."""
+    if v is None:
+        return g + wd * y
+    v.mul_(beta2).add_((1 - beta2) * g * g)
+    return g / ((v / bc2).sqrt() + eps) + wd * y
+
+
 def sf_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None, c, ay, au, wd, beta2, bc2, eps) -> None:
     """One SF step in place for β > 0: `ay = −γ (1 − β (1 − c))`, `au = −γ β (1 − c)` (module docstring)."""
     for i in range(len(ys)):
         y, g, u = ys[i], gs[i], us[i]
-        if vs is None:
-            d = g + wd * y
-        else:
-            v = vs[i]
-            v.mul_(beta2).add_((1 - beta2) * g * g)
-            d = g / ((v / bc2).sqrt() + eps) + wd * y
+        d = _direction(y, g, None if vs is None else vs[i], wd, beta2, bc2, eps)
         y.add_(c * u + ay * d)
         u.mul_(1 - c).add_(au * d)
 
@@ -47,12 +50,7 @@ def sf_update_beta0(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors | None, c
     """One SF step in place for β = 0: y = z is plain SGD/Adam, `xs` the running weighted average [A4]."""
     for i in range(len(ys)):
         y, g, x = ys[i], gs[i], xs[i]
-        if vs is None:
-            d = g + wd * y
-        else:
-            v = vs[i]
-            v.mul_(beta2).add_((1 - beta2) * g * g)
-            d = g / ((v / bc2).sqrt() + eps) + wd * y
+        d = _direction(y, g, None if vs is None else vs[i], wd, beta2, bc2, eps)
         y.sub_(lr * d)
         x.add_(c * (y - x))
 
