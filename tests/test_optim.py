@@ -178,8 +178,8 @@ def test_beta_one_is_heavy_ball(weighting):
     xs, cs = [], []
 
     def record(t, w, opt):
-        assert torch.equal(x_of(w, opt), w.detach())      # y = x exactly
-        xs.append(w.detach().clone())
+        xs.append(x_of(w, opt))                          # the recursion is a statement about x ...
+        torch.testing.assert_close(w.detach(), xs[-1], rtol=1e-14, atol=1e-14)   # ... and y = x when β = 1
         cs.append(opt.param_groups[0]["last_c"])
 
     w0 = torch.linspace(1.0, 2.0, 5, dtype=F64)
@@ -275,10 +275,15 @@ def test_lr_weighting_averages_z_by_step_size(beta):
     """`lr` weighting (SFS schedulet): x_{T} = Σ_t γ_t z_{t+1} / Σ_t γ_t."""
     lrs = [0.05 + 0.1 * abs(math.sin(t)) for t in range(30)]
     zs = []
+    z = torch.linspace(1.0, 2.0, 5, dtype=F64)       # z_0 = y_0, then z_{t+1} = z_t − γ_t ∇f(y_t) [A3], by hand
+    y_prev = [z.clone()]
 
     def record(t, w, opt):
-        zs.append(w.detach() + opt.state[w]["u"])      # z = y + u
-        average = sum(lr * z for lr, z in zip(lrs, zs)) / sum(lrs[: t + 1])
+        nonlocal z
+        z = z - lrs[t] * quadratic_grad(y_prev[-1])
+        zs.append(z)
+        y_prev.append(w.detach().clone())
+        average = sum(lr * zz for lr, zz in zip(lrs, zs)) / sum(lrs[: t + 1])
         torch.testing.assert_close(x_of(w, opt), average, rtol=1e-12, atol=1e-12)
 
     run_single(lambda p: SFSGD(p, momentum=beta, weighting="lr"), 30, lrs, record)
@@ -420,7 +425,8 @@ def test_polyak_accepts_a_closure():
     lambda ps: SFSGD(ps, lr=0.2, momentum=0.0, weighting="lr"),
     lambda ps: SFAdamW(ps, lr=0.5, lr_rule="polyak"),
     lambda ps: SFSGD(ps, lr=1.0, weighting="poly", alpha=0.3, foreach=False),
-], ids=["adamw", "sgd-beta0", "adam-polyak", "sgd-poly-plain"])
+    lambda ps: SFAdamW([{"params": list(ps)[:2]}, {"params": [], "lr": 0.003}], lr=0.01, betas=(0.8, 0.99)),
+], ids=["adamw", "sgd-beta0", "adam-polyak", "sgd-poly-plain", "adamw-2groups"])
 @pytest.mark.parametrize("save_in_eval", [False, True])
 def test_state_dict_resume_is_bit_exact(make, save_in_eval):
     """A state_dict saved mid-run, loaded into a fresh optimizer, continues bit for bit like the uninterrupted run."""
@@ -530,3 +536,49 @@ def test_float32_and_params_without_grad():
         opt.step()
     assert torch.equal(frozen.detach(), before)
     assert frozen not in opt.state or not opt.state[frozen]
+
+
+def test_two_group_state_dict_keeps_each_group():
+    model = make_model()
+    opt = SFAdamW([{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.003,
+                   "betas": (0.5, 0.9)}], lr=0.01)
+    train_steps(model, opt, 5)
+    fresh = SFAdamW([{"params": model[0].parameters()}, {"params": model[2].parameters()}], lr=0.01)
+    fresh.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for a, b in zip(fresh.param_groups, opt.param_groups):
+        assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("foreach", [True, False])
+def test_polyak_sums_in_half_precision(dtype, foreach):
+    """‖g‖² over 200k half-precision entries overflows float16 if summed in it; the step must still be [B1]'s."""
+    w = torch.nn.Parameter(torch.zeros(200_000, dtype=dtype))
+    opt = SFSGD([w], lr=10.0, lr_rule="polyak", foreach=foreach)
+    w.grad = torch.full_like(w, 2.0)                 # ‖g‖² = 800000 > float16's max 65504
+    opt.step(loss=400_000.0)                         # first step: z = y, so γ = f / ‖g‖² = 0.5
+    assert opt.param_groups[0]["last_lr"] == pytest.approx(0.5, rel=1e-3)
+
+
+def test_rejected_param_group_is_not_kept():
+    model = make_model()
+    opt = SFSGD(model[0].parameters(), lr=0.1)
+    for bad in ({"lr_rule": "polyak"}, {"lr": -1.0}, {"polyak_floor": 1e-3}):
+        with pytest.raises(ValueError):
+            opt.add_param_group({"params": model[2].parameters(), **bad})
+        assert len(opt.param_groups) == 1
+    before = [p.detach().clone() for p in model[2].parameters()]
+    loss_fn(model, 0).backward()
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model[2].parameters()))
+
+
+@pytest.mark.parametrize("first, then", [(0.0, 0.9), (0.9, 0.0)])
+def test_beta_crossing_zero_mid_run_is_a_clear_error(first, then):
+    model = make_model()
+    opt = SFSGD(model.parameters(), lr=0.1, momentum=first)
+    train_steps(model, opt, 2)
+    opt.param_groups[0]["momentum"] = then
+    with pytest.raises(ValueError, match=r"^momentum=.*changed across 0"):
+        opt.eval()
+        train_steps(model, opt, 1)

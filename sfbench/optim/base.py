@@ -116,14 +116,19 @@ class ScheduleFreeBase(Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        if group.get("weighting") is None:
-            # SF-Polyak's analysis pairs it with uniform averaging (SFS v2); otherwise the reference's default.
-            group["weighting"] = "uniform" if group["lr_rule"] == "polyak" else "lr_power"
-        self._validate_group(group)
-        rules = {g["lr_rule"] for g in self.param_groups}
-        if len(rules) > 1:
-            raise ValueError(f"lr_rule must be the same in every parameter group (SF-Polyak's step is one scalar "
-                             f"for the whole loss); got {sorted(rules)}")
+        try:
+            if group.get("weighting") is None:
+                # SF-Polyak's analysis pairs it with uniform averaging (SFS v2); otherwise the reference's default.
+                group["weighting"] = "uniform" if group["lr_rule"] == "polyak" else "lr_power"
+            self._validate_group(group)
+            for key in ("lr_rule", "polyak_floor"):   # SF-Polyak's step is one scalar for the whole loss
+                values = {g[key] for g in self.param_groups}
+                if len(values) > 1:
+                    raise ValueError(f"{key} must be the same in every parameter group (SF-Polyak's step is one "
+                                     f"scalar for the whole loss); got {sorted(values)}")
+        except ValueError:
+            self.param_groups.pop()     # a rejected group must not stay behind and be trained
+            raise
 
     # -- train / eval ----------------------------------------------------------------------------------------------
 
@@ -144,6 +149,8 @@ class ScheduleFreeBase(Optimizer):
             beta = self._beta(group)
             for p in group["params"]:
                 state = self.state[p]
+                if state:
+                    self._check_storage(state, beta)
                 if "x" in state:            # β = 0 storage: exchange y (= z) and x
                     tmp = p.detach().clone()
                     p.copy_(state["x"])
@@ -193,22 +200,26 @@ class ScheduleFreeBase(Optimizer):
         self._fused_decision = decision
         return decision
 
-    def _kernel(self, name: str, fused: bool) -> Callable:
-        if not fused:
-            return getattr(kernels, name)
-        fn = self._compiled.get(name)
+    def _kernel(self, name: str, key: tuple) -> Callable:
+        """The compiled kernel `name` for one (group, device, set of parameters with gradients).
+
+        Each key gets its own code object (see `_fresh_function`), so a model with many groups, or parameters that
+        start receiving gradients over time (progressive unfreezing), never runs into torch.compile's recompile
+        limit; each new key costs one compile (from the on-disk cache when the shapes were seen before).
+        """
+        fn = self._compiled.get((name, key))
         if fn is None:
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default_compile_cache_dir())
             fn = torch.compile(_fresh_function(getattr(kernels, name)), fullgraph=True, dynamic=False)
-            self._compiled[name] = fn
+            self._compiled[(name, key)] = fn
         return fn
 
-    def _run(self, name: str, *args, scalars: tuple) -> Any:
+    def _run(self, name: str, key: tuple, *args, scalars: tuple) -> Any:
         """Run kernel `name` (or its foreach twin) with `scalars` passed as floats (eager) or 0-d tensors (compiled)."""
         if self._decide_fused():
             tensors = tuple(torch.tensor(s, dtype=torch.float64) for s in scalars)
             try:
-                return self._kernel(name, True)(*args, *tensors)
+                return self._kernel(name, key)(*args, *tensors)
             except Exception as err:  # a compiler failure surfaces on the first call, before anything is written
                 if not _is_compile_failure(err):
                     raise
@@ -227,7 +238,7 @@ class ScheduleFreeBase(Optimizer):
         """The group's parameters with gradients, by device, with their state (created on first use)."""
         beta = self._beta(group)
         out: dict[torch.device, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        for p in group["params"]:
+        for index, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
@@ -240,13 +251,22 @@ class ScheduleFreeBase(Optimizer):
                     state["u"] = torch.zeros_like(p, memory_format=torch.preserve_format)   # z_0 = y_0
                 if self._adam:
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            self._check_storage(state, beta)
             lists = out[p.device]
+            lists["index"].append(index)
             lists["y"].append(p.detach())
             lists["g"].append(p.grad)
             lists["u" if "u" in state else "x"].append(state["u" if "u" in state else "x"])
             if self._adam:
                 lists["v"].append(state["exp_avg_sq"])
         return out
+
+    def _check_storage(self, state: dict, beta: float) -> None:
+        if ("x" in state and beta != 0) or ("u" in state and beta == 0):
+            raise ValueError(
+                f"{self._beta_name}={beta!r}: β was changed across 0 after training started. β = 0 (y = z, x kept "
+                "in the state) and β > 0 (u = z − y kept) store different things, so a run can't switch between "
+                "them; build a new optimizer from the model at x (optimizer.eval()) to change it.")
 
     def _adam_scalars(self, group: dict) -> tuple[float, float, float]:
         if not self._adam:
@@ -280,7 +300,7 @@ class ScheduleFreeBase(Optimizer):
         if self.param_groups and self.param_groups[0]["lr_rule"] == "polyak":
             polyak_step = self._polyak_step(work, loss, lower_bound)
 
-        for group, by_device in work:
+        for group_index, (group, by_device) in enumerate(work):
             if polyak_step is None:
                 lr = float(group["lr"])
             else:   # a NaN loss gives a NaN step: divergence must show, not be capped away
@@ -288,13 +308,14 @@ class ScheduleFreeBase(Optimizer):
             c = self._averaging_coefficient(group, lr)
             beta, wd = self._beta(group), group["weight_decay"]
             beta2, bc2, eps = self._adam_scalars(group)
-            for lists in by_device.values():
+            for device, lists in by_device.items():
                 vs = lists["v"] if self._adam else None
+                key = (group_index, str(device), tuple(lists["index"]))
                 if lists["u"]:
-                    self._run("sf_update", lists["y"], lists["g"], lists["u"], vs,
+                    self._run("sf_update", key, lists["y"], lists["g"], lists["u"], vs,
                               scalars=(c, -lr * (1 - beta * (1 - c)), -lr * beta * (1 - c), wd, beta2, bc2, eps))
                 if lists["x"]:
-                    self._run("sf_update_beta0", lists["y"], lists["g"], lists["x"], vs,
+                    self._run("sf_update_beta0", key, lists["y"], lists["g"], lists["x"], vs,
                               scalars=(c, lr, wd, beta2, bc2, eps))
             group["k"] += 1
             group["last_lr"] = lr
@@ -308,16 +329,15 @@ class ScheduleFreeBase(Optimizer):
                              "step(loss=loss, lower_bound=lower_bound) (lower_bound defaults to 0), or pass a "
                              "closure that returns the loss.")
         gpg, gu = 0.0, 0.0
-        for group, by_device in work:
+        for group_index, (group, by_device) in enumerate(work):
             beta2, bc2, eps = self._adam_scalars(group)
-            for lists in by_device.values():
+            for device, lists in by_device.items():
                 vs = lists["v"] if self._adam else None
-                us = lists["u"] or None
+                us = lists["u"] or None      # β = 0 (x stored): z − y = 0
                 if not lists["g"]:
                     continue
-                if lists["x"] and lists["u"]:   # mixed storage in one group can't happen: β is per group
-                    raise AssertionError("unreachable")
-                sums = self._run("polyak_sums", lists["g"], us, vs, scalars=(beta2, bc2, eps))
+                key = (group_index, str(device), tuple(lists["index"]))
+                sums = self._run("polyak_sums", key, lists["g"], us, vs, scalars=(beta2, bc2, eps))
                 sums = sums.tolist()
                 gpg, gu = gpg + sums[0], gu + sums[1]
         floor = self.param_groups[0]["polyak_floor"]
@@ -328,9 +348,6 @@ class ScheduleFreeBase(Optimizer):
 
 
 def _is_compile_failure(err: Exception) -> bool:
-    try:
-        from torch._dynamo.exc import BackendCompilerFailed, TorchRuntimeError, Unsupported
-        from torch._inductor.exc import InductorError
-    except ImportError:  # pragma: no cover - older/newer torch layouts
-        return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))
-    return isinstance(err, (BackendCompilerFailed, Unsupported, InductorError, TorchRuntimeError))
+    """Errors raised by dynamo/inductor while compiling (compiler missing or broken, recompile limit, unsupported
+    op). They happen before the compiled kernel runs, so nothing has been written and the eager path can take over."""
+    return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))

@@ -55,74 +55,40 @@ def sf_update_beta0(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors | None, c
         x.add_(c * (y - x))
 
 
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """The tensor in a dtype fit for summing millions of squares: float16/bfloat16 would overflow or round badly."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None, beta2, bc2, eps) -> torch.Tensor:
     """SF-Polyak's two reductions [B1], without writing anything: returns `[‖g‖²_P, ⟨g, z − y⟩]` (float64).
 
     For the Adam base, P uses v_t, i.e. the second moment *including* this step's gradient, as [A3] does; it is
     recomputed here rather than stored so that the update kernel stays the same for both learning-rate rules.
+    Half-precision inputs are summed in float32, per-tensor sums are combined in float64.
     """
     total = torch.zeros(2, dtype=torch.float64, device=gs[0].device)
     for i in range(len(gs)):
-        g = gs[i]
+        g = _acc(gs[i])
         if vs is None:
             gpg = (g * g).sum()
         else:
-            denom = ((beta2 * vs[i] + (1 - beta2) * g * g) / bc2).sqrt() + eps
+            denom = ((beta2 * _acc(vs[i]) + (1 - beta2) * g * g) / bc2).sqrt() + eps
             gpg = (g * g / denom).sum()
-        gu = (g * us[i]).sum() if us is not None else torch.zeros((), dtype=g.dtype, device=g.device)
+        gu = (g * _acc(us[i])).sum() if us is not None else torch.zeros((), dtype=g.dtype, device=g.device)
         total = total + torch.stack([gpg.to(torch.float64), gu.to(torch.float64)])
     return total
 
 
-def foreach_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None,
-                   c: float, ay: float, au: float, wd: float, beta2: float, bc2: float, eps: float) -> None:
-    """`sf_update` with multi-tensor ops (eager only; scalars are Python floats).
-
-    At most one full-size temporary (Adam's denominator, reused for d when there is weight decay) and none
-    for the SGD base without weight decay; `gs` is never written.
-    """
-    if vs is None:
-        d = torch._foreach_add(gs, ys, alpha=wd) if wd != 0 else gs
-        denom = None
-    else:
-        torch._foreach_mul_(vs, beta2)
-        torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
-        denom = torch._foreach_div(vs, bc2)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, eps)
-        if wd != 0:     # d = g / D + λ y, built in the denominator's buffer (y must be read before it moves)
-            torch._foreach_reciprocal_(denom)
-            torch._foreach_mul_(denom, gs)
-            torch._foreach_add_(denom, ys, alpha=wd)
-            d, denom = denom, None
-    torch._foreach_add_(ys, us, alpha=c)
-    torch._foreach_mul_(us, 1 - c)
-    if denom is None:
-        torch._foreach_add_(ys, d, alpha=ay)
-        torch._foreach_add_(us, d, alpha=au)
-    else:
-        torch._foreach_addcdiv_(ys, gs, denom, value=ay)
-        torch._foreach_addcdiv_(us, gs, denom, value=au)
-
-
 def foreach_polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None,
                         beta2: float, bc2: float, eps: float) -> torch.Tensor:
-    """`polyak_sums` with multi-tensor ops (eager only)."""
+    """`polyak_sums` for the eager default: BLAS dots (no temporaries) for the SGD base; the Adam base needs D_t
+    elementwise, so it takes the per-tensor loop."""
+    if vs is not None:
+        return polyak_sums(gs, us, vs, beta2, bc2, eps)
+    flat = [_acc(g).reshape(-1) for g in gs]
+    gpg = sum(torch.dot(g, g).to(torch.float64) for g in flat)
+    gu = 0.0 if us is None else sum(torch.dot(g, _acc(u).reshape(-1)).to(torch.float64) for g, u in zip(flat, us))
     device = gs[0].device
-    if vs is None:
-        gpg = torch.stack(torch._foreach_norm(gs)).to(torch.float64).square().sum()
-    else:
-        denom = torch._foreach_mul(vs, beta2)
-        torch._foreach_addcmul_(denom, gs, gs, value=1 - beta2)
-        torch._foreach_div_(denom, bc2)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, eps)
-        gg = torch._foreach_mul(gs, gs)
-        torch._foreach_div_(gg, denom)
-        gpg = sum(t.sum(dtype=torch.float64) for t in gg)
-    if us is None:
-        gu = torch.zeros((), dtype=torch.float64, device=device)
-    else:   # a BLAS dot per tensor: no temporary
-        gu = sum(torch.dot(g.reshape(-1), u.reshape(-1)).to(torch.float64) for g, u in zip(gs, us))
     return torch.stack([torch.as_tensor(gpg, dtype=torch.float64, device=device),
                         torch.as_tensor(gu, dtype=torch.float64, device=device)])

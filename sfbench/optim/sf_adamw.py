@@ -35,6 +35,8 @@ class SFAdamW(ScheduleFreeBase):
                         polyak_floor=polyak_floor)
         super().__init__(params, defaults, foreach=foreach, fused=fused)
 
+    _beta_name = "betas[0]"
+
     def _beta(self, group: dict) -> float:
         return group["betas"][0]
 

@@ -48,6 +48,8 @@ class SFSGD(ScheduleFreeBase):
                         weighting=weighting, alpha=alpha, lr_rule=lr_rule, polyak_floor=polyak_floor)
         super().__init__(params, defaults, foreach=foreach, fused=fused)
 
+    _beta_name = "momentum"
+
     def _beta(self, group: dict) -> float:
         return group["momentum"]
 
