@@ -130,6 +130,11 @@ class ScheduleFreeBase(Optimizer):
             self.param_groups.pop()     # a rejected group must not stay behind and be trained
             raise
 
+    @property
+    def needs_loss(self) -> bool:
+        """Whether `step` needs the minibatch loss (SF-Polyak); trainers pass `loss=` and `lower_bound=` then."""
+        return bool(self.param_groups) and self.param_groups[0]["lr_rule"] == "polyak"
+
     # -- train / eval ----------------------------------------------------------------------------------------------
 
     @torch.no_grad()

@@ -1,0 +1,6 @@
+"""`python -m sfbench [overrides]` — see sfbench/cli.py and README.md."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

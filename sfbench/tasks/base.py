@@ -1,0 +1,70 @@
+"""The task protocol the trainer is written against (in the spirit of AlgoPerf's spec.py).
+
+A task is built from its config without touching data (`__init__` must be cheap and validate its arguments, raising
+`ConfigError` naming the key); `setup(device)` then loads data and anything expensive. Batches are a pure function of
+the step (`batch(step)`), so a resumed run sees exactly the batches an uninterrupted one would: the data position
+*is* the step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: the message names the key, the value and what is allowed."""
+
+
+class Task:
+    """Base class of tasks. Subclasses implement `setup`, `model`, `batch`, `loss`, `evaluate`."""
+
+    #: a short name for logs and W&B's job_type
+    name: str = "task"
+
+    def setup(self, device: torch.device) -> None:
+        """Load data (and e.g. a teacher) onto `device`. May be slow; show progress."""
+
+    def model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def batch(self, step: int) -> Any:
+        """The training batch of `step`, deterministic in (seed, step)."""
+        raise NotImplementedError
+
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, float | torch.Tensor | None]:
+        """(minibatch loss, lower bound ℓ* on it or None). ℓ* feeds SF-Polyak [B1]."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Metrics of `model` as it is (the trainer puts it at x first): keys like "eval/loss"."""
+        raise NotImplementedError
+
+    def bn_batches(self, n: int) -> Iterator[Any]:
+        """Training batches for recomputing BatchNorm statistics at x (ALGORITHMS.md A); default: the first n."""
+        for i in range(n):
+            yield self.batch(i)
+
+    def summary(self) -> dict[str, Any]:
+        """Task facts worth recording once (sizes, teacher's loss, …)."""
+        return {}
+
+
+def check_positive_int(key: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} is not allowed; use an integer >= {minimum}")
+    return value
+
+
+def check_choice(key: str, value: Any, choices: tuple) -> Any:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_fraction(key: str, value: Any, lo_open: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 1 if lo_open else 0 <= value < 1):
+        raise ConfigError(f"{key}={value!r} is not allowed; use a number in {'(0, 1)' if lo_open else '[0, 1)'}")
+    return float(value)

