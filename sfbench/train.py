@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 
+from .progress import Progress
 from .tasks.base import ConfigError, Task
 from .tracking.run_record import RunRecord
 from .tracking.sinks import NullSink, Sink
@@ -103,37 +104,6 @@ def load_model_at_x(checkpoint: str | os.PathLike, model: torch.nn.Module,
     if hasattr(opt, "eval"):
         opt.eval()
     return model
-
-
-class _Progress:
-    """A tqdm bar on a terminal; otherwise a plain line every `every_s` seconds (Slurm logs)."""
-
-    def __init__(self, total: int, start: int, every_s: float, desc: str):
-        self.tty = sys.stderr.isatty()
-        self.every_s, self.last, self.t0, self.start, self.total = every_s, time.time(), time.time(), start, total
-        self.bar = None
-        if self.tty:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, desc=desc, file=sys.stderr, dynamic_ncols=True,
-                            unit="step")
-
-    def update(self, step: int, loss: float, lr: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            if step % 5 == 0 or step == self.total:
-                self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", refresh=False)
-        elif time.time() - self.last >= self.every_s or step == self.total:
-            done = step - self.start
-            rate = done / max(time.time() - self.t0, 1e-9)
-            eta = (self.total - step) / rate if rate > 0 else float("inf")
-            print(f"sfbench: step {step}/{self.total} loss {loss:.4f} lr {lr:.3g} {rate:.2f} steps/s "
-                  f"eta {eta:.0f} s", file=sys.stderr, flush=True)
-            self.last = time.time()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 class Trainer:
@@ -258,7 +228,7 @@ class Trainer:
         self.sink.start(self.run_dir, self.run_config, group=self.group, job_type=self.task.name,
                         name=self.run_name)
         previous_handlers = self._install_signal_handlers()
-        progress = _Progress(cfg.steps, start, cfg.log_every_s, desc=self.run_name)
+        progress = Progress(cfg.steps, start, cfg.log_every_s, desc=self.run_name)
         wants_loss = bool(getattr(opt, "needs_loss", False))
         params = [p for p in model.parameters() if p.requires_grad]
         status, last, started = "completed", {}, time.time()
@@ -287,7 +257,8 @@ class Trainer:
                     norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     grad_norm_sq = float(norm) ** 2
                 else:
-                    grad_norm_sq = float(sum(n.double() ** 2 for n in torch._foreach_norm(grads))) if grads else 0.0
+                    grad_norm_sq = (torch.stack(torch._foreach_norm(grads)).double().square().sum().item()
+                                    if grads else 0.0)
                 lr_before = opt.param_groups[0]["lr"]
                 if wants_loss:
                     lb = 0.0 if lower_bound is None else float(lower_bound)

@@ -121,8 +121,21 @@ def test_optimizers_and_schedules_run(in_run_env, opt):
         assert lrs[0] > lrs[-1]
 
 
-def test_local_multirun_is_read_by_load_runs(in_run_env):
-    assert run_cli(["-m", *TINY, "trainer.steps=4", "trainer.eval_every=0", "opt=sf_adamw,sf_polyak,adamw"]) == 0
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history W&B recorded for a run, read back with W&B's own reader (`wandb leet inspect --json`)."""
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, offline
+    proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline[0])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return [r["history"]["item"] for r in records if r["type"] == "history"]
+
+
+def test_local_multirun_is_read_by_load_runs_and_logged_to_wandb(in_run_env):
+    tiny = [a for a in TINY if a != "logger=none"]
+    assert run_cli(["-m", *tiny, "logger=wandb", "trainer.steps=4", "trainer.eval_every=0",
+                    "opt=sf_adamw,sf_polyak,adamw"]) == 0
     sweeps = list((in_run_env / "multirun").iterdir())
     assert len(sweeps) == 1
     frame = load_runs(sweeps[0])
@@ -130,6 +143,12 @@ def test_local_multirun_is_read_by_load_runs(in_run_env):
     assert set(frame["choices.opt"]) == {"sf_adamw", "sf_polyak", "adamw"}
     assert set(frame["status"]) == {"completed"}
     assert frame.groupby("run")["step"].max().tolist() == [4, 4, 4]
+    for run in frame["run"].unique():
+        history = wandb_history(sweeps[0] / run)
+        assert [h["step"] for h in history] == [1, 2, 3, 4]
+        ours = frame[frame["run"] == run].sort_values("step")
+        assert [h["train/loss"] for h in history] == pytest.approx(list(ours["train/loss"]), rel=1e-6)
+        assert [h["lr"] for h in history] == pytest.approx(list(ours["lr"]), rel=1e-6)
 
 
 # -- preemption and resume (real processes, real signals) -----------------------------------------------------------
@@ -173,13 +192,39 @@ def test_wandb_offline_history_has_loss_and_lr(in_run_env):
     args = [a for a in TINY if a != "logger=none"] + ["logger=wandb", "trainer.steps=5", "trainer.eval_every=0"]
     assert run_cli(args) == 0
     run_dir = only_run(in_run_env)
-    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(offline) == 1
-    proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline[0])],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    history = wandb_history(run_dir)
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5]
     assert all(isinstance(h["train/loss"], float) and isinstance(h["lr"], float) for h in history)
     assert (run_dir / "wandb_id.txt").exists()
+
+
+def test_progress_bar_on_a_terminal_and_log_lines_otherwise(tmp_path, sfbench_env):
+    import os
+    import pty
+
+    env = subprocess_env(sfbench_env)
+    args = [sys.executable, "-m", "sfbench", *TINY, "trainer.steps=8", "trainer.eval_every=0"]
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([*args, "hydra.run.dir=tty"], cwd=tmp_path, env=env, stdin=secondary,
+                            stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    assert "8/8" in screen and "step/s" in screen and "loss=" in screen and "lr=" in screen   # tqdm's bar
+
+    plain = subprocess.run([*args, "hydra.run.dir=plain", "trainer.log_every_s=0"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr
+    lines = [line for line in plain.stderr.splitlines() if line.startswith("sfbench: step ")]
+    assert len(lines) == 8 and "steps/s" in lines[-1] and "eta" in lines[-1] and "\r" not in plain.stderr

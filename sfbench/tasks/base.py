@@ -24,7 +24,7 @@ class Task:
     name: str = "task"
 
     def setup(self, device: torch.device) -> None:
-        """Load data (and e.g. a teacher) onto `device`. May be slow; show progress."""
+        """Load data (and e.g. a teacher) onto `device`. May be slow; show progress. Idempotent."""
 
     def model(self) -> torch.nn.Module:
         raise NotImplementedError

@@ -49,7 +49,11 @@ class DistillTask(Task):
         if d["source"] == "hf" and not d.get("hf_dataset"):
             raise ConfigError("task.data.hf_dataset=None: with task.data.source=hf name a Hugging Face dataset "
                               "(hub name or a local directory saved with save_to_disk)")
-        if not self.teacher_cfg.get("name_or_path"):
+        hub = self.teacher_cfg.get("name_or_path")
+        if hub and str(hub).startswith(("/", "./", "../", "~")) and not Path(os.path.expanduser(str(hub))).is_dir():
+            raise ConfigError(f"task.teacher.name_or_path={hub!r}: no such directory; give a model directory written "
+                              "by save_pretrained (config.json + weights, tokenizer files beside them) or a hub name")
+        if not hub:
             for key in ("n_layer", "n_embd", "n_head", "steps", "batch_size"):
                 check_positive_int(f"task.teacher.{key}", self.teacher_cfg.get(key))
             lr = self.teacher_cfg.get("lr")
@@ -64,6 +68,8 @@ class DistillTask(Task):
     def setup(self, device: torch.device) -> None:
         from . import text
 
+        if getattr(self, "device", None) == device:      # already set up (e.g. several runs in one process)
+            return
         self.device = device
         d = self.data_cfg
         hub = self.teacher_cfg.get("name_or_path")

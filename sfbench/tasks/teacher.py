@@ -95,6 +95,8 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
 def _train(config, data, vocab_size, block_size, target: Path, seed, device, sample_windows, eval_windows) -> None:
     from tqdm import tqdm
 
+    from ..progress import tqdm_width_options
+
     torch.manual_seed(seed)
     model = gpt2(vocab_size, block_size, config["n_layer"], config["n_embd"], config["n_head"],
                  key="task.teacher").to(device)
@@ -106,7 +108,7 @@ def _train(config, data, vocab_size, block_size, target: Path, seed, device, sam
     print(f"sfbench: training the distillation teacher ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
           f"parameters, {steps} steps); it is cached at {target} for later runs", file=sys.stderr)
     start = time.time()
-    bar = tqdm(range(steps), desc="teacher", disable=None, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(range(steps), desc="teacher", disable=None, file=sys.stderr, **tqdm_width_options())
     last_print = start
     for step in bar:
         x, y = (t.to(device) for t in sample_windows(data.train, batch_size, block_size, seed + 7919, step))

@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""The trainer's own overhead: steps/s of the suite against a bare PyTorch loop, same model, data and optimizer.
+
+Both sides run the distillation task's training steps (batch → student and teacher forward → loss → backward →
+optimizer step) for `--steps` steps from the same initial model. The suite is `sfbench.train.Trainer` with everything
+on: the run record (metrics.jsonl every step, summary.json), the W&B sink (offline), gradient-norm logging, progress
+lines; evaluation and checkpoints only at the end (both sides then evaluate once, so the bare loop pays that too).
+Rounds alternate suite / bare in one process; the ratio is suite steps/s ÷ bare steps/s (median over rounds).
+
+    python scripts/bench_trainer.py                      # opt=sf_polyak, 300 steps × 3 rounds
+    python scripts/bench_trainer.py --opt sf_adamw --steps 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def compose(opt: str, steps: int, overrides: list[str]):
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from sfbench.cli import _run_name
+
+    if not OmegaConf.has_resolver("sfbench_run_name"):
+        OmegaConf.register_new_resolver("sfbench_run_name", _run_name)
+    with initialize_config_module(config_module="sfbench.configs", version_base=None):
+        return compose("config", overrides=[f"opt={opt}", f"trainer.steps={steps}", "trainer.eval_every=0",
+                                            "trainer.ckpt_every=0", *overrides])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--opt", default="sf_polyak")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. task.data.batch_size=32")
+    args = ap.parse_args()
+
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from sfbench.train import Trainer, TrainerConfig, resolve_device, seed_everything
+    from sfbench.tracking.wandb_sink import WandbSink
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    cfg = compose(args.opt, args.steps, args.overrides)
+    task = instantiate(cfg.task)
+    device = resolve_device(cfg.trainer.device)
+    task.setup(device)                      # trains or loads the teacher once, outside the timings
+    make_opt = instantiate(cfg.opt)
+    schedule = instantiate(cfg.sched)(total_steps=args.steps)
+    trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True), seed=cfg.seed)
+    trainer_cfg.log_every_s = 1e9           # no progress lines in the timing (a terminal bar would be on)
+
+    def bare() -> float:
+        seed_everything(cfg.seed)
+        model = task.model().to(device)
+        opt = make_opt(model.parameters())
+        sched = schedule.lr_scheduler(opt)
+        wants_loss = bool(getattr(opt, "needs_loss", False))
+        if hasattr(opt, "train"):
+            opt.train()
+        start = time.perf_counter()
+        for step in range(args.steps):
+            loss, lower_bound = task.loss(model, task.batch(step))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if wants_loss:
+                opt.step(loss=loss.item(), lower_bound=float(lower_bound))
+            else:
+                opt.step()
+            sched.step()
+        if hasattr(opt, "eval"):
+            opt.eval()
+        model.eval()
+        task.evaluate(model)
+        return args.steps / (time.perf_counter() - start)
+
+    def suite() -> float:
+        with tempfile.TemporaryDirectory() as run_dir:
+            sink = WandbSink(mode="offline")
+            trainer = Trainer(trainer_cfg, task, make_opt, schedule.lr_scheduler, run_dir,
+                              OmegaConf.to_container(cfg, resolve=True), sink=sink, run_name="bench")
+            start = time.perf_counter()
+            summary = trainer.run()
+            assert summary["status"] == "completed", summary
+            return args.steps / (time.perf_counter() - start)
+
+    suite()                                   # warm-up: imports, W&B service, allocator
+    rates = {"suite": [], "bare": []}
+    for _ in range(args.rounds):
+        rates["bare"].append(bare())
+        rates["suite"].append(suite())
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"# bench_trainer: task=distill opt={args.opt}, {args.steps} steps × {args.rounds} rounds, "
+          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print("| loop | steps/s (median) | rounds |")
+    print("|---|---:|---|")
+    for k in ("bare", "suite"):
+        print(f"| {k} | {med[k]:.2f} | {', '.join(f'{r:.2f}' for r in rates[k])} |")
+    print(f"suite / bare = {med['suite'] / med['bare']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
