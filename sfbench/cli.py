@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 GROUPS = ("task", "opt", "sched", "logger", "experiment")
+REQUIRED_GROUPS = ("task", "opt", "sched", "logger")
+TOP_LEVEL = ("task", "opt", "sched", "logger", "seed", "group", "trainer", "paths")
 EXIT_BAD_INPUT = 2
 _task_started = False
 
@@ -33,9 +34,11 @@ def _run_name(override_dirname: str) -> str:
 
 
 def _fail(message: str, run_dir: Path | None = None) -> None:
-    """Print one clear message, remove a run directory this invocation created, exit with status 2."""
-    if run_dir is not None and run_dir.exists() and not (run_dir / "summary.json").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
+    """Print one clear message, remove the run directory if it is empty (Hydra made it for this invocation and
+    nothing was written: Hydra's own files are switched off), exit with status 2. A directory with anything in it —
+    an earlier run, the user's own files — is never touched."""
+    if run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
     print(f"sfbench: error: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 
@@ -62,8 +65,24 @@ class _Bad(ValueError):
 def validate(cfg) -> dict[str, Any]:
     """Check every value and build every part on dummy inputs; returns the builders. Raises _Bad."""
     import torch
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
+    from .train import TrainerConfig
+
+    for key in cfg:
+        if key not in TOP_LEVEL:
+            raise _Bad(f"{key}: unknown setting; the top level holds {', '.join(TOP_LEVEL)}")
+    for key in ("task", "opt", "sched", "logger", "trainer"):
+        node = cfg.get(key)
+        if node is None:
+            raise _Bad(f"{key} is missing; it is required (python -m sfbench --help lists the options)")
+        if not isinstance(node, DictConfig):
+            what = "a config group: choose an option with" if key != "trainer" else "a group of settings: set them as"
+            raise _Bad(f"{key}={node!r} is not allowed; {key} is {what} {key}.<name>=… or {key}=<option>")
+    known = {f.name for f in TrainerConfig.__dataclass_fields__.values()} - {"seed", "extra"}
+    for key in cfg.trainer:
+        if key not in known:
+            raise _Bad(f"trainer.{key}: unknown setting; choose among {', '.join(sorted(known))}")
     _number("seed", cfg.seed, 0, 2 ** 63 - 1, integer=True)
     t = cfg.trainer
     _number("trainer.steps", t.steps, 1, integer=True)
@@ -79,7 +98,7 @@ def validate(cfg) -> dict[str, Any]:
         _number("trainer.diverge_above", t.diverge_above, 1, hi_open=True)
     if t.grad_clip is not None:
         _number("trainer.grad_clip", t.grad_clip, 0, lo_open=True, hi_open=True)
-    if not isinstance(t.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", t.device):
+    if not isinstance(t.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
         raise _Bad(f"trainer.device={t.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if t.device.startswith("cuda") and not torch.cuda.is_available():
         raise _Bad(f"trainer.device={t.device!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
@@ -181,6 +200,9 @@ def run(cfg) -> float | None:
         summary = trainer.run()
     except ConfigError as err:          # found while loading data or the teacher
         _fail(str(err), run_dir)
+    if summary and summary.get("status") == "preempted":
+        # The process was asked to stop: don't start the sweep's next job (local launcher); exit cleanly.
+        sys.exit(0)
     final = summary.get("final", {}) if summary else {}
     value = final.get("eval/loss", final.get("train/loss"))
     return float(value) if value is not None else None
@@ -192,7 +214,7 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
     old = read_config(run_dir)
     if not old or not (run_dir / "summary.json").exists():
         return
-    volatile = ("trainer.device", "trainer.log_every_s", "logger.")
+    volatile = ("trainer.device", "trainer.log_every_s", "logger.", "choices.logger")
     a = {k: v for k, v in flatten(old).items() if not k.startswith(volatile)}
     b = {k: v for k, v in flatten(resolved).items() if not k.startswith(volatile)}
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -208,6 +230,9 @@ def _check_group_choices(argv: list[str]) -> None:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, value = arg.split("=", 1)
+        if key.lstrip("+").startswith("~") and key.lstrip("+~") in REQUIRED_GROUPS:
+            print(f"sfbench: error: {key}: {key.lstrip('+~')} is required and can't be removed", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
         key = key.lstrip("+~")
         if key.startswith("override "):
             key = key[len("override "):]
@@ -215,10 +240,41 @@ def _check_group_choices(argv: list[str]) -> None:
             continue
         options = sorted(p.stem for p in (CONFIG_DIR / key).glob("*.yaml"))
         for choice in value.split(","):
+            if choice in ("null", "") and key in REQUIRED_GROUPS:
+                print(f"sfbench: error: {key}={choice or 'null'} is not allowed; {key} is required: choose one of "
+                      f"{', '.join(options)}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
             if choice and choice != "null" and choice not in options:
                 print(f"sfbench: error: {key}={choice!r} is not an option; choose one of {', '.join(options)}",
                       file=sys.stderr)
                 sys.exit(EXIT_BAD_INPUT)
+
+
+def _validate_sweep(overrides: list[str]) -> None:
+    """Compose and validate every job of a multirun before any of them trains (Hydra's basic sweeper expansion)."""
+    from hydra import compose, initialize_config_module
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(own)
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception:       # let Hydra report its own syntax errors (exit 2 through main)
+        return
+    if len(jobs) <= 1:
+        return
+    with initialize_config_module(config_module="sfbench.configs", version_base=None):
+        for job in jobs:
+            try:
+                cfg = compose("config", overrides=list(job))
+                validate(cfg)
+            except _Bad as err:
+                print(f"sfbench: error: in the sweep's job {' '.join(job)}: {err}\n(no job was started)",
+                      file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+            except Exception:   # composition errors: Hydra reports them when it launches the job
+                return
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -231,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     _check_group_choices(argv)
     if not OmegaConf.has_resolver("sfbench_run_name"):
         OmegaConf.register_new_resolver("sfbench_run_name", _run_name)
+    if "-m" in argv or "--multirun" in argv:
+        _validate_sweep([a for a in argv if not a.startswith("-")])
     app = hydra.main(version_base=None, config_path="configs", config_name="config")(run)
     sys.argv = [sys.argv[0]] + argv
     try:

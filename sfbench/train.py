@@ -202,6 +202,15 @@ class Trainer:
                   f"(delete the directory or pick another hydra.run.dir to train again)", file=sys.stderr)
             return summary
         self.device = resolve_device(cfg.device)
+        previous_handlers = self._install_signal_handlers()     # a signal during setup is honoured after it
+        try:
+            return self._run(summary)
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+
+    def _run(self, summary: dict | None) -> dict:
+        cfg = self.cfg
         seed_everything(cfg.seed)
         self.task.setup(self.device)
         seed_everything(cfg.seed)
@@ -220,20 +229,27 @@ class Trainer:
         requeues = (summary or {}).get("resumes", 0) + (1 if resumed else 0)
         n_params = sum(p.numel() for p in model.parameters())
         self.record.write_summary("running", steps_done=start, total_steps=cfg.steps, resumes=requeues,
-                                  device=str(self.device), parameters=n_params, task=self.task.summary())
+                                  device=str(self.device), parameters=n_params, task=self.task.summary(),
+                                  error=None)
         forward = torch.compile(model) if cfg.compile else model
         if hasattr(opt, "train"):
             opt.train()
         model.train()
         self.sink.start(self.run_dir, self.run_config, group=self.group, job_type=self.task.name,
                         name=self.run_name)
-        previous_handlers = self._install_signal_handlers()
         progress = Progress(cfg.steps, start, cfg.log_every_s, desc=self.run_name)
         wants_loss = bool(getattr(opt, "needs_loss", False))
         params = [p for p in model.parameters() if p.requires_grad]
         status, last, started = "completed", {}, time.time()
         first_loss = self.record.read_summary().get("first_loss") if resumed else None
         step = start
+        if self._stop_signal is not None:             # asked to stop while setting up
+            self.record.write_summary("preempted", steps_done=start)
+            self.sink.finish("preempted")
+            self.record.close()
+            print(f"sfbench: {signal.Signals(self._stop_signal).name} received during setup; stopped before "
+                  f"training — run the same command again to resume", file=sys.stderr)
+            return self.record.read_summary()
         try:
             for step in range(start + 1, cfg.steps + 1):
                 t0 = time.perf_counter()
@@ -284,6 +300,7 @@ class Trainer:
                 progress.update(step, loss_value, float(lr_used))
                 if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
                     self._save(step, model, opt, sched)
+                    self.record.write_summary("running", steps_done=step)
                 if self._stop_signal is not None and step < cfg.steps:
                     self._save(step, model, opt, sched)
                     status = "preempted"
@@ -297,9 +314,6 @@ class Trainer:
             self.sink.finish("failed")
             self.record.close()
             raise
-        finally:
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
         progress.close()
         steps_done = last.get("step", start) if status != "diverged" else last["step"] - 1
         if status == "completed":

@@ -54,12 +54,28 @@ BAD = [
     (["task.objective=mse"], "task.objective='mse'"),
     (["logger=wandb", "logger.mode=cloud"], "logger.mode='cloud'"),
     (["trainer.diverge_above=0"], "trainer.diverge_above=0"),
+    (["opt.betas=abc"], "opt.betas='abc'"),
+    (["trainer.eval_every=-1"], "trainer.eval_every=-1"),
+    (["seed=-5"], "seed=-5"),
+    (["task.seed=-1"], "task.seed=-1"),
+    (["task.student.dropout=2"], "task.student.dropout=2"),
+    (["task.student=5"], "task.student=5"),
+    (["+task.data.blocksize=64"], "task.data.blocksize: unknown setting"),
+    (["+trainer.foo=1"], "trainer.foo: unknown setting"),
+    (["+foo=1"], "foo: unknown setting"),
+    (["trainer=5"], "trainer=5 is not allowed"),
+    (["logger=null"], "logger=null is not allowed"),
+    (["~sched"], "sched is missing; it is required"),
+    (["trainer.device=mps"], "trainer.device='mps'"),
+    (["opt=sgd", "opt.momentum=2"], "opt.momentum=2"),
+    (["task.data.source=hf", "task.data.hf_dataset=/no/such/dataset"], "task.data"),
+    (["experiment=nope"], "experiment='nope' is not an option"),
 ]
 
 
 @pytest.mark.parametrize("args, expected", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_clear_message(in_run_env, capsys, args, expected):
-    code = run_cli(["logger=none", *args])
+    code = run_cli([*TINY, *args])
     err = capsys.readouterr().err
     assert code == 2, err
     assert expected in err
@@ -228,3 +244,87 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(tmp_path, sfbench_en
     assert plain.returncode == 0, plain.stderr
     lines = [line for line in plain.stderr.splitlines() if line.startswith("sfbench: step ")]
     assert len(lines) == 8 and "steps/s" in lines[-1] and "eta" in lines[-1] and "\r" not in plain.stderr
+
+
+def test_bf16_autocast_run(in_run_env):
+    assert run_cli([*TINY, "trainer.precision=bf16", "trainer.steps=6"]) == 0
+    run_dir = only_run(in_run_env)
+    assert read_summary(run_dir)["status"] == "completed"
+    assert all(r["train/loss"] == r["train/loss"] for r in metric_rows(run_dir))
+
+
+@pytest.mark.slow
+def test_compiled_model_run_matches_eager(in_run_env):
+    """trainer.compile=true (torch.compile of the student) trains to the same losses as eager, to float tolerance."""
+    assert run_cli([*TINY, "trainer.steps=6", "hydra.run.dir=eager"]) == 0
+    assert run_cli([*TINY, "trainer.steps=6", "trainer.compile=true", "hydra.run.dir=compiled"]) == 0
+    eager, compiled = metric_rows(in_run_env / "eager"), metric_rows(in_run_env / "compiled")
+    assert [r["train/loss"] for r in compiled] == pytest.approx([r["train/loss"] for r in eager], rel=1e-4)
+
+
+def test_bad_input_never_touches_an_existing_directory(in_run_env, capsys):
+    mine = in_run_env / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    assert run_cli([*TINY, "opt.lr=-1", f"hydra.run.dir={mine}"]) == 2
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "sub").is_dir()
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "sub"]
+
+
+def test_too_short_data_is_a_config_error_before_training(in_run_env, capsys):
+    short = in_run_env / "short.txt"
+    short.write_text("twelve bytes")
+    code = run_cli([*TINY, "task.data.source=file", f"task.data.path={short}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "task.data" in err and "too short" in err and "Traceback" not in err
+    assert "training the distillation teacher" not in err
+
+
+def test_experiment_preset_applies(in_run_env, capsys):
+    assert run_cli(["experiment=distill_headline", "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    assert "group: distill_headline" in out and "steps: 1000" in out and "lr_rule: polyak" in out
+
+
+def test_sweep_with_one_bad_value_starts_no_job(in_run_env, capsys):
+    code = run_cli(["-m", *TINY, "trainer.steps=3", "opt.lr=0.001,-1,0.002"])
+    err = capsys.readouterr().err
+    assert code == 2 and "opt.lr=-1" in err and "no job was started" in err
+    assert not list(in_run_env.rglob("summary.json"))
+
+
+def test_rerun_with_another_logger_is_the_same_run(in_run_env, capsys):
+    assert run_cli([*TINY, "trainer.steps=2"]) == 0
+    args = [a for a in TINY if a != "logger=none"] + ["logger=wandb", "logger.mode=disabled", "trainer.steps=2"]
+    assert run_cli(args) == 0
+    assert "already finished" in capsys.readouterr().err
+
+
+def test_logged_lr_is_the_scheduled_step_for_torch_optimizers(in_run_env):
+    """AdamW + cosine through LambdaLR: the lr logged at step t is base · h(t − 1), the one the step used."""
+    from sfbench.optim import make_schedule
+
+    assert run_cli([*TINY, "opt=adamw", "trainer.steps=10", "trainer.eval_every=0"]) == 0
+    rows = metric_rows(only_run(in_run_env))
+    expected = 0.003 * make_schedule("cosine", total_steps=10).array()
+    assert [r["lr"] for r in rows] == pytest.approx(list(expected), rel=1e-12, abs=1e-15)
+
+
+def test_signal_during_setup_stops_before_training_and_rerun_completes(tmp_path, sfbench_env):
+    env = subprocess_env(sfbench_env)
+    env["SFBENCH_CACHE"] = str(tmp_path / "cache")          # a cold cache: the teacher trains during setup
+    args = [*TINY, "task.teacher.steps=400", "trainer.steps=5", "hydra.run.dir=run"]
+    proc = _cli(args, tmp_path, env)
+    for line in proc.stdout:
+        if "training the distillation teacher" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    summary = read_summary(tmp_path / "run")
+    assert summary["status"] == "preempted" and summary["steps_done"] == 0
+    assert not (tmp_path / "run" / "metrics.jsonl").exists() or not metric_rows(tmp_path / "run")
+    again = _cli(args, tmp_path, env)
+    out = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, out
+    assert "reusing the teacher" in out and read_summary(tmp_path / "run")["status"] == "completed"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,23 @@ from .gpt_model import gpt2, logits_of, next_token_ce
 
 OBJECTIVES = ("ce", "kl")
 SOURCES = ("shakespeare", "file", "hf")
+KEYS = {
+    "data": ("source", "path", "hf_dataset", "hf_split", "hf_text_field", "max_chars", "tokenizer", "block_size",
+             "batch_size", "val_frac"),
+    "student": ("n_layer", "n_embd", "n_head", "dropout"),
+    "teacher": ("name_or_path", "n_layer", "n_embd", "n_head", "steps", "lr", "batch_size"),
+}
+
+
+def _settings(name: str, value: Any) -> dict:
+    """A task sub-group as a dict, refusing what isn't one and keys it doesn't know (a typo must not be ignored)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"task.{name}={value!r} is not allowed; task.{name} is a group of settings "
+                          f"(task.{name}.<key>=…): {', '.join(KEYS[name])}")
+    for key in value:
+        if key not in KEYS[name]:
+            raise ConfigError(f"task.{name}.{key}: unknown setting; choose among {', '.join(KEYS[name])}")
+    return dict(value)
 
 
 class DistillTask(Task):
@@ -31,9 +48,11 @@ class DistillTask(Task):
 
     def __init__(self, data: dict, student: dict, teacher: dict, objective: str = "ce", seed: int = 0,
                  eval_batches: int = 8, cache_dir: str | None = None):
-        self.data_cfg, self.student_cfg, self.teacher_cfg = dict(data), dict(student), dict(teacher)
+        self.data_cfg = _settings("data", data)
+        self.student_cfg = _settings("student", student)
+        self.teacher_cfg = _settings("teacher", teacher)
         self.objective = check_choice("task.objective", objective, OBJECTIVES)
-        self.seed = seed
+        self.seed = check_positive_int("task.seed", seed, 0)
         self.eval_batches = check_positive_int("task.eval_batches", eval_batches)
         self.cache_dir = Path(os.path.expanduser(cache_dir or "~/.cache/sfbench"))
         d = self.data_cfg
@@ -61,6 +80,7 @@ class DistillTask(Task):
                 raise ConfigError(f"task.teacher.lr={lr!r} is not allowed; use a number in (0, 1)")
         for key in ("n_layer", "n_embd", "n_head"):
             check_positive_int(f"task.student.{key}", self.student_cfg.get(key))
+        check_fraction("task.student.dropout", self.student_cfg.get("dropout", 0.0), lo_open=False)
         self.teacher: torch.nn.Module | None = None
         self.teacher_info: dict[str, Any] = {}
 
@@ -70,20 +90,28 @@ class DistillTask(Task):
 
         if getattr(self, "device", None) == device:      # already set up (e.g. several runs in one process)
             return
+        try:
+            self._setup(device)
+        except text.DataError as err:
+            self.device = None
+            raise ConfigError(f"task.data: {err}") from None
+
+    def _setup(self, device: torch.device) -> None:
+        from . import text
+
         self.device = device
         d = self.data_cfg
         hub = self.teacher_cfg.get("name_or_path")
         spec = d.get("tokenizer", "auto")
         if spec == "auto":
             spec = hub if hub else "bytes"
-        try:
-            corpus = text.load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"),
-                                    hf_split=d.get("hf_split", "train"), hf_text_field=d.get("hf_text_field", "text"),
-                                    max_chars=d.get("max_chars"))
-            tokenizer = text.make_tokenizer(spec)
-            self.data = text.tokenize_cached(corpus, tokenizer, self.cache_dir / "tokens", val_frac=d["val_frac"])
-        except text.DataError as err:
-            raise ConfigError(f"task.data: {err}") from None
+        corpus = text.load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"),
+                                hf_split=d.get("hf_split", "train"), hf_text_field=d.get("hf_text_field", "text"),
+                                max_chars=d.get("max_chars"))
+        tokenizer = text.make_tokenizer(spec)
+        self.data = text.tokenize_cached(corpus, tokenizer, self.cache_dir / "tokens", val_frac=d["val_frac"])
+        for split in ("train", "val"):    # the windows must fit before anything trains (teacher included)
+            text.eval_windows(getattr(self.data, split), self.batch_size, self.block_size, 1)
         if hub:
             self.teacher = load_hub_teacher_checked(hub, device)
             self.vocab_size = int(self.teacher.config.vocab_size)

@@ -95,11 +95,12 @@ class RunRecord:
 
     # -- summary -----------------------------------------------------------------------------------------------------
     def write_summary(self, status: str, **fields: Any) -> dict:
-        """Rewrite summary.json atomically with `status` and `fields` merged into what was there."""
+        """Rewrite summary.json atomically with `status` and `fields` merged into what was there (None deletes)."""
         if status not in STATUSES:
             raise ValueError(f"status={status!r} is not allowed; choose one of {', '.join(map(repr, STATUSES))}")
         summary = read_summary(self.dir) or {}
         summary.update({k: _plain(v) for k, v in fields.items()}, status=status, updated=time.time())
+        summary = {k: v for k, v in summary.items() if v is not None}      # a field set to None is removed
         atomic_write_text(self.dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         return summary
 
