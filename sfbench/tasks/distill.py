@@ -14,33 +14,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .base import ConfigError, Task, check_choice, check_fraction, check_positive_int
+from .base import ConfigError, Task, check_choice, check_positive_int
 from .gpt_model import gpt2, logits_of, next_token_ce
+from .lm_data import check_data, check_model, load_tokens, settings
 
 OBJECTIVES = ("ce", "kl")
-SOURCES = ("shakespeare", "file", "hf")
-KEYS = {
-    "data": ("source", "path", "hf_dataset", "hf_split", "hf_text_field", "max_chars", "tokenizer", "block_size",
-             "batch_size", "val_frac"),
-    "student": ("n_layer", "n_embd", "n_head", "dropout"),
-    "teacher": ("name_or_path", "n_layer", "n_embd", "n_head", "steps", "lr", "batch_size"),
-}
-
-
-def _settings(name: str, value: Any) -> dict:
-    """A task sub-group as a dict, refusing what isn't one and keys it doesn't know (a typo must not be ignored)."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"task.{name}={value!r} is not allowed; task.{name} is a group of settings "
-                          f"(task.{name}.<key>=…): {', '.join(KEYS[name])}")
-    for key in value:
-        if key not in KEYS[name]:
-            raise ConfigError(f"task.{name}.{key}: unknown setting; choose among {', '.join(KEYS[name])}")
-    return dict(value)
+TEACHER_KEYS = ("name_or_path", "n_layer", "n_embd", "n_head", "steps", "lr", "batch_size")
 
 
 class DistillTask(Task):
@@ -48,26 +32,14 @@ class DistillTask(Task):
 
     def __init__(self, data: dict, student: dict, teacher: dict, objective: str = "ce", seed: int = 0,
                  eval_batches: int = 8, cache_dir: str | None = None):
-        self.data_cfg = _settings("data", data)
-        self.student_cfg = _settings("student", student)
-        self.teacher_cfg = _settings("teacher", teacher)
+        self.data_cfg = check_data(data)
+        self.student_cfg = check_model("task.student", student)
+        self.teacher_cfg = settings("task.teacher", teacher, TEACHER_KEYS)
         self.objective = check_choice("task.objective", objective, OBJECTIVES)
         self.seed = check_positive_int("task.seed", seed, 0)
         self.eval_batches = check_positive_int("task.eval_batches", eval_batches)
         self.cache_dir = Path(os.path.expanduser(cache_dir or "~/.cache/sfbench"))
-        d = self.data_cfg
-        check_choice("task.data.source", d.get("source"), SOURCES)
-        self.block_size = check_positive_int("task.data.block_size", d.get("block_size"), 2)
-        self.batch_size = check_positive_int("task.data.batch_size", d.get("batch_size"))
-        check_fraction("task.data.val_frac", d.get("val_frac"))
-        if d["source"] == "file":
-            path = d.get("path")
-            if not path or not Path(os.path.expanduser(str(path))).is_file():
-                raise ConfigError(f"task.data.path={path!r}: no such text file; with task.data.source=file give "
-                                  "the path of a UTF-8 text file")
-        if d["source"] == "hf" and not d.get("hf_dataset"):
-            raise ConfigError("task.data.hf_dataset=None: with task.data.source=hf name a Hugging Face dataset "
-                              "(hub name or a local directory saved with save_to_disk)")
+        self.block_size, self.batch_size = self.data_cfg["block_size"], self.data_cfg["batch_size"]
         hub = self.teacher_cfg.get("name_or_path")
         if hub and str(hub).startswith(("/", "./", "../", "~")) and not Path(os.path.expanduser(str(hub))).is_dir():
             raise ConfigError(f"task.teacher.name_or_path={hub!r}: no such directory; give a model directory written "
@@ -78,9 +50,6 @@ class DistillTask(Task):
             lr = self.teacher_cfg.get("lr")
             if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 1:
                 raise ConfigError(f"task.teacher.lr={lr!r} is not allowed; use a number in (0, 1)")
-        for key in ("n_layer", "n_embd", "n_head"):
-            check_positive_int(f"task.student.{key}", self.student_cfg.get(key))
-        check_fraction("task.student.dropout", self.student_cfg.get("dropout", 0.0), lo_open=False)
         self.teacher: torch.nn.Module | None = None
         self.teacher_info: dict[str, Any] = {}
 
@@ -105,13 +74,7 @@ class DistillTask(Task):
         spec = d.get("tokenizer", "auto")
         if spec == "auto":
             spec = hub if hub else "bytes"
-        corpus = text.load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"),
-                                hf_split=d.get("hf_split", "train"), hf_text_field=d.get("hf_text_field", "text"),
-                                max_chars=d.get("max_chars"))
-        tokenizer = text.make_tokenizer(spec)
-        self.data = text.tokenize_cached(corpus, tokenizer, self.cache_dir / "tokens", val_frac=d["val_frac"])
-        for split in ("train", "val"):    # the windows must fit before anything trains (teacher included)
-            text.eval_windows(getattr(self.data, split), self.batch_size, self.block_size, 1)
+        self.data = load_tokens(d, spec, self.cache_dir, self.batch_size, self.block_size)
         if hub:
             self.teacher = load_hub_teacher_checked(hub, device)
             self.vocab_size = int(self.teacher.config.vocab_size)
