@@ -45,7 +45,7 @@ BAD = [
     (["opt=adamw", "opt.betas=[0.9,1.0]"], "opt.betas"),
     (["task.data.batch_size=0"], "task.data.batch_size=0"),
     (["task.data.source=file", "task.data.path=/no/such/file.txt"], "task.data.path='/no/such/file.txt'"),
-    (["task=cifar"], "task='cifar' is not an option; choose one of distill"),
+    (["task=cifar"], "task='cifar' is not an option; choose one of cifar10, distill, gpt"),
     (["opt=sf_adam"], "choose one of adamw, sf_adamw"),
     (["opt.lrr=1"], "opt.lrr"),
     (["opt.weighting=linear"], "opt.weighting='linear'"),

@@ -119,5 +119,5 @@ def test_help_lists_the_groups():
 
     out = subprocess.run([sys.executable, "-m", "sfbench", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
-    for word in ("task: distill", "opt:", "sf_polyak", "sched:", "wsd", "logger:"):
+    for word in ("task: cifar10, distill", "opt:", "sf_polyak", "sched:", "wsd", "logger:"):
         assert word in out.stdout, out.stdout
