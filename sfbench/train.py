@@ -300,9 +300,11 @@ class Trainer:
                 progress.update(step, loss_value, float(lr_used))
                 if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
                     self._save(step, model, opt, sched)
+                    self.task.persist()
                     self.record.write_summary("running", steps_done=step)
                 if self._stop_signal is not None and step < cfg.steps:
                     self._save(step, model, opt, sched)
+                    self.task.persist()
                     status = "preempted"
                     name = signal.Signals(self._stop_signal).name
                     print(f"sfbench: {name} received; checkpointed at step {step} — run the same command again "
@@ -323,8 +325,9 @@ class Trainer:
             if hasattr(opt, "train"):
                 opt.train()
         final = {k: v for k, v in last.items() if k != "step" and not k.startswith("time/")}
+        self.task.persist()
         summary = self.record.write_summary(status, steps_done=steps_done, final=final,
-                                            wall_s=time.time() - started)
+                                            wall_s=time.time() - started, task=self.task.summary())
         self.sink.summary({"status": status, "steps_done": steps_done, **final})
         self.sink.finish(status)
         self.record.close()

@@ -121,3 +121,18 @@ def test_help_lists_the_groups():
     assert out.returncode == 0
     for word in ("task: cifar10, distill", "opt:", "sf_polyak", "sched:", "wsd", "logger:"):
         assert word in out.stdout, out.stdout
+
+
+def test_teacher_outputs_are_cached_across_runs(in_run_env, monkeypatch, tmp_path):
+    """objective=ce queries the teacher only for ℓ*; a second run with the same data, seed and batch shape reads
+    every ℓ* from the cache (no teacher forward in the loop) and logs exactly the same metrics."""
+    monkeypatch.setenv("SFBENCH_CACHE", str(tmp_path / "fresh-cache"))
+    args = [*TINY, "opt=sf_polyak", "trainer.steps=10", "trainer.eval_every=0"]
+    assert run_cli([*args, "hydra.run.dir=first"]) == 0
+    assert run_cli([*args, "opt.lr=5", "hydra.run.dir=second"]) == 0     # another optimizer setting, same batches
+    first, second = (read_summary(in_run_env / d)["task"]["teacher_cache"] for d in ("first", "second"))
+    assert first == {"hits": 0, "misses": 10} and second == {"hits": 10, "misses": 0}
+    lb = lambda d: [r["train/lower_bound"] for r in metric_rows(in_run_env / d)]   # noqa: E731
+    assert lb("first") == lb("second")
+    assert run_cli([*args, "trainer.precision=bf16", "hydra.run.dir=bf16"]) == 0    # autocast: computed live
+    assert read_summary(in_run_env / "bf16")["task"]["teacher_cache"] == {"hits": 0, "misses": 0}

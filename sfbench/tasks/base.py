@@ -48,8 +48,11 @@ class Task:
             yield self.batch(i)
 
     def summary(self) -> dict[str, Any]:
-        """Task facts worth recording once (sizes, teacher's loss, …)."""
+        """Task facts worth recording (sizes, teacher's loss, cache use, …); read at the start and the end of a run."""
         return {}
+
+    def persist(self) -> None:
+        """Save what the task cached during the run (called at checkpoints and at the end); default: nothing."""
 
 
 def check_positive_int(key: str, value: Any, minimum: int = 1) -> int:

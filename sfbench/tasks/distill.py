@@ -12,6 +12,7 @@ same training split on first use and caches (sfbench/tasks/teacher.py). A hub te
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class DistillTask(Task):
                 raise ConfigError(f"task.teacher.lr={lr!r} is not allowed; use a number in (0, 1)")
         self.teacher: torch.nn.Module | None = None
         self.teacher_info: dict[str, Any] = {}
+        self.lower_bounds: TeacherOutputCache | None = None
 
     # -- data and teacher --------------------------------------------------------------------------------------------
     def setup(self, device: torch.device) -> None:
@@ -88,6 +90,11 @@ class DistillTask(Task):
         if self.vocab_size < self.data.vocab_size:
             raise ConfigError(f"task.data.tokenizer={spec!r} has {self.data.vocab_size} tokens but the teacher only "
                               f"{self.vocab_size}; use the teacher's tokenizer")
+        if self.objective == "ce":
+            teacher_id = self.teacher_info.get("key") or self.teacher_info.get("name_or_path")
+            self.lower_bounds = TeacherOutputCache(
+                self.cache_dir / "teacher_outputs",
+                f"{teacher_id}|{Path(self.data.path).name}|seed={self.seed}|b={self.batch_size}|t={self.block_size}")
         self._eval = [(x.to(device), y.to(device)) for x, y in
                       text.eval_windows(self.data.val, self.batch_size, self.block_size, self.eval_batches)]
         with torch.no_grad():
@@ -104,7 +111,7 @@ class DistillTask(Task):
         from .text import sample_windows
 
         x, y = sample_windows(self.data.train, self.batch_size, self.block_size, self.seed, step)
-        return x.to(self.device), y.to(self.device)
+        return x.to(self.device), y.to(self.device), step
 
     # -- objective ---------------------------------------------------------------------------------------------------
     def _objective(self, logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -116,12 +123,21 @@ class DistillTask(Task):
                         log_target=True, reduction="batchmean")
 
     def loss(self, model, batch):
-        x, y = batch
-        with torch.no_grad():
-            teacher_logits = logits_of(self.teacher, x)
-        loss = self._objective(logits_of(model, x), teacher_logits, y)
-        lower_bound = next_token_ce(teacher_logits, y).detach() if self.objective == "ce" else 0.0
-        return loss, lower_bound
+        x, y, step = batch
+        if self.objective == "kl":
+            with torch.no_grad():
+                teacher_logits = logits_of(self.teacher, x)
+            return self._objective(logits_of(model, x), teacher_logits, y), 0.0
+        # objective=ce: the teacher is queried only for ℓ*, its CE on this batch; cached per step (fp32 only:
+        # autocast would change the value), so runs that share data, seed and batch shape pay for it once.
+        cacheable = not torch.is_autocast_enabled(x.device.type)
+        lower_bound = self.lower_bounds.get(step) if cacheable else None
+        if lower_bound is None:
+            with torch.no_grad():
+                lower_bound = next_token_ce(logits_of(self.teacher, x), y).item()
+            if cacheable:
+                self.lower_bounds.put(step, lower_bound)
+        return next_token_ce(logits_of(model, x), y), lower_bound
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
@@ -135,8 +151,70 @@ class DistillTask(Task):
         return out
 
     def summary(self) -> dict[str, Any]:
-        return {"teacher": self.teacher_info, "train_tokens": int(len(self.data.train)),
-                "val_tokens": int(len(self.data.val)), "vocab_size": self.vocab_size}
+        out = {"teacher": self.teacher_info, "train_tokens": int(len(self.data.train)),
+               "val_tokens": int(len(self.data.val)), "vocab_size": self.vocab_size}
+        if self.lower_bounds is not None:
+            out["teacher_cache"] = {"hits": self.lower_bounds.hits, "misses": self.lower_bounds.misses}
+        return out
+
+    def persist(self) -> None:
+        if self.lower_bounds is not None:
+            self.lower_bounds.save()
+
+
+class TeacherOutputCache:
+    """ℓ*(step) of a frozen teacher on the deterministic training batches, in `DIR/<hash>.json`.
+
+    Loaded once; new values are merged into the file under a lock (a sweep's jobs share it) and written atomically.
+    """
+
+    def __init__(self, directory: Path, key: str):
+        import hashlib
+
+        self.path = Path(directory) / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+        self.key = key
+        self.values: dict[int, float] = {}
+        if self.path.exists():
+            try:
+                stored = json.loads(self.path.read_text())
+                if stored.get("key") == key:
+                    self.values = {int(k): float(v) for k, v in stored["values"].items()}
+            except (OSError, ValueError, KeyError):
+                self.values = {}          # a broken cache is only a cache: recompute
+        self.new: dict[int, float] = {}
+        self.hits = self.misses = 0
+
+    def get(self, step: int) -> float | None:
+        value = self.values.get(step)
+        if value is not None:
+            self.hits += 1
+        return value
+
+    def put(self, step: int, value: float) -> None:
+        self.misses += 1
+        self.values[step] = value
+        self.new[step] = value
+
+    def save(self) -> None:
+        if not self.new:
+            return
+        from .teacher import _locked
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self.path.with_suffix(".lock")):
+            merged = {}
+            if self.path.exists():
+                try:
+                    stored = json.loads(self.path.read_text())
+                    if stored.get("key") == self.key:
+                        merged = {int(k): float(v) for k, v in stored["values"].items()}
+                except (OSError, ValueError, KeyError):
+                    merged = {}
+            merged.update(self.new)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"key": self.key, "values": {str(k): v for k, v in sorted(merged.items())}}))
+            os.replace(tmp, self.path)
+        self.new = {}
 
 
 def load_hub_teacher_checked(name_or_path: str, device: torch.device) -> torch.nn.Module:
