@@ -134,5 +134,7 @@ def test_teacher_outputs_are_cached_across_runs(in_run_env, monkeypatch, tmp_pat
     assert first == {"hits": 0, "misses": 10} and second == {"hits": 10, "misses": 0}
     lb = lambda d: [r["train/lower_bound"] for r in metric_rows(in_run_env / d)]   # noqa: E731
     assert lb("first") == lb("second")
+    assert run_cli([*args, "task.data.val_frac=0.1", "hydra.run.dir=split"]) == 0  # another split: other batches
+    assert read_summary(in_run_env / "split")["task"]["teacher_cache"] == {"hits": 0, "misses": 10}
     assert run_cli([*args, "trainer.precision=bf16", "hydra.run.dir=bf16"]) == 0    # autocast: computed live
     assert read_summary(in_run_env / "bf16")["task"]["teacher_cache"] == {"hits": 0, "misses": 0}

@@ -91,10 +91,11 @@ class DistillTask(Task):
             raise ConfigError(f"task.data.tokenizer={spec!r} has {self.data.vocab_size} tokens but the teacher only "
                               f"{self.vocab_size}; use the teacher's tokenizer")
         if self.objective == "ce":
-            teacher_id = self.teacher_info.get("key") or self.teacher_info.get("name_or_path")
+            teacher_id = self.teacher_info.get("key") or _fingerprint(self.teacher_info["name_or_path"])
             self.lower_bounds = TeacherOutputCache(
                 self.cache_dir / "teacher_outputs",
-                f"{teacher_id}|{Path(self.data.path).name}|seed={self.seed}|b={self.batch_size}|t={self.block_size}")
+                f"{teacher_id}|{Path(self.data.path).name}|val_frac={self.data_cfg['val_frac']}|seed={self.seed}|"
+                f"b={self.batch_size}|t={self.block_size}|device={device.type}")
         self._eval = [(x.to(device), y.to(device)) for x, y in
                       text.eval_windows(self.data.val, self.batch_size, self.block_size, self.eval_batches)]
         with torch.no_grad():
@@ -160,6 +161,19 @@ class DistillTask(Task):
     def persist(self) -> None:
         if self.lower_bounds is not None:
             self.lower_bounds.save()
+
+
+def _fingerprint(name_or_path: str) -> str:
+    """A hub teacher's identity for the output cache: its name, plus (for a local directory) every file's name, size
+    and modification time, so replacing the weights invalidates what was cached."""
+    import hashlib
+
+    directory = Path(os.path.expanduser(name_or_path))
+    if not directory.is_dir():
+        return name_or_path
+    listing = sorted((str(p.relative_to(directory)), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in directory.rglob("*") if p.is_file())
+    return f"{name_or_path}#{hashlib.sha256(repr(listing).encode()).hexdigest()[:16]}"
 
 
 class TeacherOutputCache:
