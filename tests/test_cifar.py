@@ -62,6 +62,31 @@ def test_loader_reads_the_format_and_reports_missing_or_broken_data(tmp_path):
         load_cifar10(tmp_path / "broken")
 
 
+@pytest.mark.parametrize("bad, message", [
+    ({"data": np.zeros((0, 3072), np.uint8), "labels": []}, "is malformed"),
+    ({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 12]}, "labels in 0..9"),
+    ({"data": np.full((2, 3072), 300), "labels": [0, 1]}, "integers in 0..255"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [[0], [1]]}, "is malformed"),
+    ({"pixels": np.zeros((2, 3072), np.uint8)}, "is not a CIFAR-10 batch file"),
+])
+def test_malformed_batches_are_clear_errors(tmp_path, bad, message):
+    root = write_cifar(tmp_path)
+    (root / "cifar-10-batches-py" / "data_batch_2").write_bytes(pickle.dumps(bad))
+    with pytest.raises(ValueError, match=message):
+        load_cifar10(root)
+
+
+def test_bytes_keys_as_in_the_original_python2_pickles(tmp_path):
+    """The original files unpickle with bytes keys under encoding='bytes' (what the loader uses); both styles load."""
+    root = write_cifar(tmp_path)
+    folder = root / "cifar-10-batches-py"
+    for name in ("data_batch_1", "test_batch"):
+        entry = pickle.loads((folder / name).read_bytes())
+        (folder / name).write_bytes(pickle.dumps({k.encode(): v for k, v in entry.items()}))
+    data = load_cifar10(root)
+    assert data["train"][0].shape == (500, 3, 32, 32) and data["train"][1].dtype == np.int64
+
+
 def test_batches_are_deterministic_and_cover_each_epoch(tmp_path):
     task = CIFAR10Task(root=str(write_cifar(tmp_path)), batch_size=100)
     task.setup(torch.device("cpu"))

@@ -138,3 +138,21 @@ def test_teacher_outputs_are_cached_across_runs(in_run_env, monkeypatch, tmp_pat
     assert read_summary(in_run_env / "split")["task"]["teacher_cache"] == {"hits": 0, "misses": 10}
     assert run_cli([*args, "trainer.precision=bf16", "hydra.run.dir=bf16"]) == 0    # autocast: computed live
     assert read_summary(in_run_env / "bf16")["task"]["teacher_cache"] == {"hits": 0, "misses": 0}
+
+
+def test_teacher_is_not_reused_across_different_splits(tmp_path):
+    """A teacher trained on a larger training split has seen part of a smaller split's validation data."""
+    from sfbench.tasks.distill import DistillTask
+
+    common = dict(student={"n_layer": 1, "n_embd": 16, "n_head": 2},
+                  teacher={"n_layer": 1, "n_embd": 16, "n_head": 2, "steps": 3, "lr": 0.003, "batch_size": 2},
+                  cache_dir=str(tmp_path))
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    data = {"source": "file", "path": str(text), "tokenizer": "bytes", "block_size": 8, "batch_size": 2}
+    keys = set()
+    for val_frac in (0.05, 0.5):
+        task = DistillTask(data=dict(data, val_frac=val_frac), **common)
+        task.setup(torch.device("cpu"))
+        keys.add(task.teacher_info["key"])
+    assert len(keys) == 2

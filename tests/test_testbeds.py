@@ -91,3 +91,15 @@ def test_nonconvex_logs_gradient_norm_at_x_and_minibatches_are_deterministic(in_
 def test_bad_testbed_settings(in_run_env, capsys, args, key):
     assert run_cli(["logger=none", *args]) == 2
     assert key in capsys.readouterr().err
+
+
+def test_underdetermined_quadratic_optimum_is_where_gradient_descent_goes():
+    """n < d, random w₀: the minimisers form an affine set; x* (and D, dist_sq) must be the one GD from w₀ reaches."""
+    task = QuadraticTask(n=20, d=50, init="normal", seed=2)
+    task.setup(torch.device("cpu"))
+    A, b, w = task.A.numpy(), task.targets.numpy(), task.w0.numpy().copy()
+    L = np.linalg.norm(A, 2) ** 2 / len(b)
+    for _ in range(20000):                                     # plain GD in numpy, independent of the solver
+        w -= (A.T @ (A @ w - b) / len(b)) / L
+    np.testing.assert_allclose(task.x_star.numpy(), w, atol=1e-8)
+    assert task.summary()["D"] == pytest.approx(float(np.linalg.norm(task.w0.numpy() - w)), rel=1e-7)

@@ -42,15 +42,18 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="bytes")
-        data = np.asarray(entry[b"data"] if b"data" in entry else entry["data"], dtype=np.uint8)
-        labels = np.asarray(entry.get(b"labels", entry.get("labels")), dtype=np.int64)
+        raw = np.asarray(entry[b"data"] if b"data" in entry else entry["data"])
+        labels = np.asarray(entry.get(b"labels", entry.get("labels")))
     except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ValueError) as err:
         raise ConfigError(f"task.root: {path} is not a CIFAR-10 batch file ({type(err).__name__}: {err}); expected a "
                           "pickled dict with 'data' (N×3072 uint8) and 'labels'") from None
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data) or labels.min() < 0 or labels.max() > 9:
-        raise ConfigError(f"task.root: {path} is malformed: data {data.shape}, {len(labels)} labels (expected N×3072 "
-                          "uint8 and N labels in 0..9)")
-    return data.reshape(-1, 3, 32, 32), labels
+    ok = (raw.ndim == 2 and raw.shape[1] == 3072 and len(raw) > 0 and labels.ndim == 1 and len(labels) == len(raw)
+          and np.issubdtype(raw.dtype, np.integer) and np.issubdtype(labels.dtype, np.integer))
+    ok = ok and raw.min() >= 0 and raw.max() <= 255 and labels.min() >= 0 and labels.max() <= 9
+    if not ok:
+        raise ConfigError(f"task.root: {path} is malformed: data {raw.shape} {raw.dtype}, labels {labels.shape} "
+                          f"{labels.dtype} (expected N×3072 integers in 0..255 and N labels in 0..9, N > 0)")
+    return raw.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def load_cifar10(root: str | os.PathLike, download: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -187,7 +190,7 @@ class CIFAR10Task(Task):
         idx = self._indices(step)
         images = self.train_x[idx]
         if self.augment:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            g = torch.Generator().manual_seed((self.seed << 32) + step)
             offsets = torch.randint(0, 9, (self.batch_size, 2), generator=g).to(self.device)
             flips = (torch.rand(self.batch_size, generator=g) < 0.5).to(self.device)
             images = augment(images, offsets, flips)

@@ -86,12 +86,14 @@ class DistillTask(Task):
 
             self.vocab_size = self.data.vocab_size
             self.teacher, self.teacher_info = trained_teacher(self.teacher_cfg, self.data, self.vocab_size,
-                                                              self.block_size, self.cache_dir, device, self.seed)
+                                                              self.block_size, self.cache_dir, device, self.seed,
+                                                              self.data_cfg["val_frac"])
         if self.vocab_size < self.data.vocab_size:
             raise ConfigError(f"task.data.tokenizer={spec!r} has {self.data.vocab_size} tokens but the teacher only "
                               f"{self.vocab_size}; use the teacher's tokenizer")
         if self.objective == "ce":
-            teacher_id = self.teacher_info.get("key") or _fingerprint(self.teacher_info["name_or_path"])
+            # the teacher's files, not only its name: retrained or replaced weights must not reuse old values
+            teacher_id = _fingerprint(self.teacher_info.get("path") or self.teacher_info["name_or_path"])
             self.lower_bounds = TeacherOutputCache(
                 self.cache_dir / "teacher_outputs",
                 f"{teacher_id}|{Path(self.data.path).name}|val_frac={self.data_cfg['val_frac']}|seed={self.seed}|"

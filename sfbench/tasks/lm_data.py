@@ -31,6 +31,8 @@ def check_data(data: Any) -> dict:
     check_positive_int("task.data.block_size", d.get("block_size"), 2)
     check_positive_int("task.data.batch_size", d.get("batch_size"))
     check_fraction("task.data.val_frac", d.get("val_frac"))
+    if d.get("max_chars") is not None:
+        check_positive_int("task.data.max_chars", d["max_chars"])
     if d["source"] == "file":
         path = d.get("path")
         if not path or not Path(os.path.expanduser(str(path))).is_file():

@@ -74,14 +74,16 @@ def _locked(path: Path):
 
 
 def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: int, cache_dir: Path,
-                    device: torch.device, seed: int) -> tuple[torch.nn.Module, dict]:
+                    device: torch.device, seed: int, val_frac: float) -> tuple[torch.nn.Module, dict]:
     """The cached teacher for (config, token data), training it first if there is none yet."""
     from transformers import GPT2LMHeadModel
 
     from .text import sample_windows, eval_windows
 
     quiet_transformers()
-    key = teacher_key(dict(config, vocab_size=vocab_size, block_size=block_size, seed=seed), Path(data.path).name)
+    # the split matters: a teacher trained on a larger training split has seen part of a smaller one's validation
+    key = teacher_key(dict(config, vocab_size=vocab_size, block_size=block_size, seed=seed, val_frac=val_frac),
+                      Path(data.path).name)
     target = Path(cache_dir) / "teachers" / key
     with _locked(target.with_suffix(".lock")):
         if not (target / "info.json").exists():
@@ -89,7 +91,9 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
         else:
             print(f"sfbench: reusing the teacher cached at {target}", file=sys.stderr)
     model = GPT2LMHeadModel.from_pretrained(target)
-    return freeze(model.to(device)), json.loads((target / "info.json").read_text())
+    info = json.loads((target / "info.json").read_text())
+    info["path"] = str(target)
+    return freeze(model.to(device)), info
 
 
 def _train(config, data, vocab_size, block_size, target: Path, seed, device, sample_windows, eval_windows) -> None:

@@ -96,7 +96,7 @@ class _Testbed(Task):
     def batch(self, step: int):
         if self.batch_size is None:
             return None
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed((self.seed << 32) + step)
         return torch.randint(0, self.n, (self.batch_size,), generator=g).to(self.device)
 
     def loss(self, model, batch):
@@ -146,7 +146,11 @@ class QuadraticTask(_Testbed):
         self.targets = self.A @ self.w_planted + self.noise * torch.randn(self.n, generator=g, dtype=F64)
 
     def _solve(self):
-        x = torch.linalg.lstsq(self.A, self.targets.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+        """The minimiser gradient methods reach from w₀: the minimum-norm solution plus w₀'s component in the null
+        space of A (for n < d the minimisers form an affine set and (stochastic) gradient steps never leave
+        w₀ + row space of A)."""
+        lstsq = lambda rhs: torch.linalg.lstsq(self.A, rhs.unsqueeze(1), driver="gelsd").solution.squeeze(1)  # noqa
+        x = lstsq(self.targets) + self.w0 - lstsq(self.A @ self.w0)
         return x, float(self.objective(x))
 
     def objective(self, w, idx=None):
