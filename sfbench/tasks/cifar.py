@@ -177,11 +177,20 @@ class CIFAR10Task(Task):
     def model(self) -> nn.Module:
         return ResNetCIFAR(self.depth)
 
+    def _permutation(self, epoch: int) -> np.ndarray:
+        """The order of epoch `epoch`, from (seed, epoch); the last two are kept (a batch spans at most two)."""
+        cache = self.__dict__.setdefault("_perms", {})
+        if epoch not in cache:
+            if len(cache) >= 2:
+                cache.pop(min(cache))
+            cache[epoch] = np.random.default_rng((self.seed, epoch)).permutation(self.n)
+        return cache[epoch]
+
     def _indices(self, step: int) -> torch.Tensor:
         positions = np.arange(step * self.batch_size, (step + 1) * self.batch_size)
         out = np.empty(self.batch_size, dtype=np.int64)
         for epoch in np.unique(positions // self.n):
-            perm = np.random.default_rng((self.seed, int(epoch))).permutation(self.n)
+            perm = self._permutation(int(epoch))
             mask = positions // self.n == epoch
             out[mask] = perm[positions[mask] % self.n]
         return torch.from_numpy(out).to(self.device)

@@ -101,9 +101,11 @@ class DistillTask(Task):
         self._eval = [(x.to(device), y.to(device)) for x, y in
                       text.eval_windows(self.data.val, self.batch_size, self.block_size, self.eval_batches)]
         with torch.no_grad():
-            self._teacher_eval_logits = [logits_of(self.teacher, x) for x, _ in self._eval]
+            logits = [logits_of(self.teacher, x) for x, _ in self._eval]
             self.teacher_info["eval_ce"] = sum(next_token_ce(t, y).item() for t, (_, y) in
-                                               zip(self._teacher_eval_logits, self._eval)) / len(self._eval)
+                                               zip(logits, self._eval)) / len(self._eval)
+        # only the KL objective needs the teacher's distributions at evaluation: don't hold vocab-sized logits else
+        self._teacher_eval_logits = logits if self.objective == "kl" else [None] * len(self._eval)
 
     def model(self) -> torch.nn.Module:
         s = self.student_cfg
@@ -117,7 +119,7 @@ class DistillTask(Task):
         return x.to(self.device), y.to(self.device), step
 
     # -- objective ---------------------------------------------------------------------------------------------------
-    def _objective(self, logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _objective(self, logits: torch.Tensor, teacher_logits: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
         if self.objective == "ce":
             return next_token_ce(logits, y)
         log_p_student = F.log_softmax(logits.float(), dim=-1)
