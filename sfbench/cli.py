@@ -9,7 +9,6 @@ checked here by building every part (task, optimizer, schedule, logger) on dummy
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import sys
 from pathlib import Path
@@ -45,98 +44,82 @@ def _fail(message: str, run_dir: Path | None = None) -> None:
 
 # -- validation ------------------------------------------------------------------------------------------------------
 
-def _number(key: str, value: Any, lo: float = 0.0, hi: float = math.inf, lo_open=False, hi_open=False,
-            integer=False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
-    if ok and not (isinstance(value, float) and math.isnan(value)):
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    else:
-        ok = False
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise _Bad(f"{key}={value!r} is not allowed; use {kind} in {interval}")
-
-
-class _Bad(ValueError):
-    pass
-
-
 def validate(cfg) -> dict[str, Any]:
-    """Check every value and build every part on dummy inputs; returns the builders. Raises _Bad."""
+    """Check every value and build every part on dummy inputs; returns the builders. Raises ConfigError."""
     import torch
     from omegaconf import DictConfig, OmegaConf
 
+    from .tasks.base import ConfigError, check_number
     from .train import TrainerConfig
 
     for key in cfg:
         if key not in TOP_LEVEL:
-            raise _Bad(f"{key}: unknown setting; the top level holds {', '.join(TOP_LEVEL)}")
+            raise ConfigError(f"{key}: unknown setting; the top level holds {', '.join(TOP_LEVEL)}")
     for key in ("task", "opt", "sched", "logger", "trainer"):
         node = cfg.get(key)
         if node is None:
-            raise _Bad(f"{key} is missing; it is required (python -m sfbench --help lists the options)")
+            raise ConfigError(f"{key} is missing; it is required (python -m sfbench --help lists the options)")
         if not isinstance(node, DictConfig):
             what = "a config group: choose an option with" if key != "trainer" else "a group of settings: set them as"
-            raise _Bad(f"{key}={node!r} is not allowed; {key} is {what} {key}.<name>=… or {key}=<option>")
-    known = {f.name for f in TrainerConfig.__dataclass_fields__.values()} - {"seed", "extra"}
+            raise ConfigError(f"{key}={node!r} is not allowed; {key} is {what} {key}.<name>=… or {key}=<option>")
+    known = {f.name for f in TrainerConfig.__dataclass_fields__.values()} - {"seed"}
     for key in cfg.trainer:
         if key not in known:
-            raise _Bad(f"trainer.{key}: unknown setting; choose among {', '.join(sorted(known))}")
-    _number("seed", cfg.seed, 0, 2 ** 63 - 1, integer=True)
+            raise ConfigError(f"trainer.{key}: unknown setting; choose among {', '.join(sorted(known))}")
+    check_number("seed", cfg.seed, 0, 2 ** 63 - 1, integer=True)
     t = cfg.trainer
-    _number("trainer.steps", t.steps, 1, integer=True)
+    check_number("trainer.steps", t.steps, 1, integer=True)
     for key in ("eval_every", "ckpt_every", "bn_recompute_batches"):
-        _number(f"trainer.{key}", t[key], 0, integer=True)
-    _number("trainer.log_every", t.log_every, 1, integer=True)
-    _number("trainer.log_every_s", t.log_every_s, 0)
+        check_number(f"trainer.{key}", t[key], 0, integer=True)
+    check_number("trainer.log_every", t.log_every, 1, integer=True)
+    check_number("trainer.log_every_s", t.log_every_s, 0)
     if t.precision not in ("fp32", "bf16"):
-        raise _Bad(f"trainer.precision={t.precision!r} is not allowed; choose one of 'fp32', 'bf16'")
+        raise ConfigError(f"trainer.precision={t.precision!r} is not allowed; choose one of 'fp32', 'bf16'")
     if not isinstance(t.compile, bool):
-        raise _Bad(f"trainer.compile={t.compile!r} is not allowed; use true or false")
+        raise ConfigError(f"trainer.compile={t.compile!r} is not allowed; use true or false")
     if t.diverge_above is not None:
-        _number("trainer.diverge_above", t.diverge_above, 1, hi_open=True)
+        check_number("trainer.diverge_above", t.diverge_above, 1, hi_open=True)
     if t.grad_clip is not None:
-        _number("trainer.grad_clip", t.grad_clip, 0, lo_open=True, hi_open=True)
+        check_number("trainer.grad_clip", t.grad_clip, 0, lo_open=True, hi_open=True)
     if not isinstance(t.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
-        raise _Bad(f"trainer.device={t.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        raise ConfigError(f"trainer.device={t.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if t.device.startswith("cuda") and not torch.cuda.is_available():
-        raise _Bad(f"trainer.device={t.device!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
+        raise ConfigError(f"trainer.device={t.device!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
 
     opt = cfg.opt
-    _number("opt.lr", opt.get("lr"), 0, hi_open=True)
+    check_number("opt.lr", opt.get("lr"), 0, hi_open=True)
     for key in ("weight_decay", "eps"):
         if key in opt:
-            _number(f"opt.{key}", opt[key], 0, hi_open=True)
+            check_number(f"opt.{key}", opt[key], 0, hi_open=True)
     if "momentum" in opt:
-        _number("opt.momentum", opt.momentum, 0, 1)
+        check_number("opt.momentum", opt.momentum, 0, 1)
     if "betas" in opt:
         betas = OmegaConf.to_object(opt.betas) if OmegaConf.is_config(opt.betas) else opt.betas
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
-            raise _Bad(f"opt.betas={betas!r} is not allowed; give two numbers, [beta1, beta2]")
+            raise ConfigError(f"opt.betas={betas!r} is not allowed; give two numbers, [beta1, beta2]")
         for i, b in enumerate(betas):
             try:
-                _number(f"opt.betas[{i}]", b, 0, 1, hi_open=(i == 1))
-            except _Bad as err:
-                raise _Bad(f"opt.betas={betas!r} is not allowed: {str(err).split(' is not allowed; ')[1]} "
+                check_number(f"opt.betas[{i}]", b, 0, 1, hi_open=(i == 1))
+            except ConfigError as err:
+                raise ConfigError(f"opt.betas={betas!r} is not allowed: {str(err).split(' is not allowed; ')[1]} "
                            f"for betas[{i}]") from None
     make_optimizer = _build("opt", opt)
     try:
         make_optimizer([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as err:
-        raise _Bad(_prefixed("opt", err)) from None
+        raise ConfigError(_prefixed("opt", err)) from None
     make_schedule = _build("sched", cfg.sched)
     try:
         schedule = make_schedule(total_steps=t.steps)
     except (ValueError, TypeError) as err:
-        raise _Bad(_prefixed("sched", err)) from None
+        raise ConfigError(_prefixed("sched", err)) from None
     task = _build("task", cfg.task)
     sink = _build("logger", cfg.logger)
     return dict(make_optimizer=make_optimizer, schedule=schedule, task=task, sink=sink)
 
 
 def _build(group: str, node) -> Any:
-    """hydra.utils.instantiate, with the constructor's own error (unwrapped from Hydra's) as a _Bad naming the key."""
+    """hydra.utils.instantiate, with the constructor's own error (unwrapped from Hydra's) as a ConfigError naming the key."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -147,12 +130,12 @@ def _build(group: str, node) -> Any:
     except InstantiationException as err:
         cause = err.__cause__ or err
         if isinstance(cause, ConfigError):
-            raise _Bad(str(cause)) from None
-        raise _Bad(_prefixed(group, cause)) from None
-    except ConfigError as err:
-        raise _Bad(str(err)) from None
+            raise ConfigError(str(cause)) from None
+        raise ConfigError(_prefixed(group, cause)) from None
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as err:
-        raise _Bad(_prefixed(group, err)) from None
+        raise ConfigError(_prefixed(group, err)) from None
 
 
 def _prefixed(group: str, err: Exception) -> str:
@@ -180,7 +163,7 @@ def run(cfg) -> float | None:
     run_dir = Path(hc.runtime.output_dir)
     try:
         parts = validate(cfg)
-    except _Bad as err:
+    except ConfigError as err:
         _fail(str(err), run_dir)
     choices = {k: v for k, v in hc.runtime.choices.items() if k in GROUPS}
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -256,6 +239,8 @@ def _validate_sweep(overrides: list[str]) -> None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from .tasks.base import ConfigError
+
     own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
         parsed = OverridesParser.create().parse_overrides(own)
@@ -269,7 +254,7 @@ def _validate_sweep(overrides: list[str]) -> None:
             try:
                 cfg = compose("config", overrides=list(job))
                 validate(cfg)
-            except _Bad as err:
+            except ConfigError as err:
                 print(f"sfbench: error: in the sweep's job {' '.join(job)}: {err}\n(no job was started)",
                       file=sys.stderr)
                 sys.exit(EXIT_BAD_INPUT)

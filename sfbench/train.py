@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -54,7 +54,6 @@ class TrainerConfig:
     bn_recompute_batches: int = 50   # RLS README's recommendation
     diverge_above: float | None = 100.0   # diverged: loss > this × the first step's loss (or non-finite)
     seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def resolve_device(spec: str) -> torch.device:

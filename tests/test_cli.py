@@ -328,3 +328,24 @@ def test_signal_during_setup_stops_before_training_and_rerun_completes(tmp_path,
     out = again.communicate(timeout=300)[0]
     assert again.returncode == 0, out
     assert "reusing the teacher" in out and read_summary(tmp_path / "run")["status"] == "completed"
+
+
+def test_load_model_at_x_from_a_checkpoint_equals_the_final_model(in_run_env):
+    """Checkpoints hold the training state at y; load_model_at_x must give exactly the model.pt written at x."""
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from sfbench.train import load_model_at_x
+
+    assert run_cli([*TINY, "opt=sf_adamw", "trainer.steps=6", "trainer.eval_every=0"]) == 0
+    run_dir = only_run(in_run_env)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    task = instantiate(cfg.task)
+    task.setup(torch.device("cpu"))
+    model = load_model_at_x(run_dir / "checkpoints" / "last.pt", task.model(), instantiate(cfg.opt))
+    final = torch.load(run_dir / "model.pt")
+    assert final.keys() == model.state_dict().keys()
+    assert all(torch.equal(final[k], v) for k, v in model.state_dict().items())
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert any(not torch.equal(checkpoint[k], final[k]) for k in final)     # y ≠ x: the test can tell them apart

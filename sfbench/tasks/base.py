@@ -8,6 +8,7 @@ the step (`batch(step)`), so a resumed run sees exactly the batches an uninterru
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator
 
 import torch
@@ -53,6 +54,20 @@ class Task:
 
     def persist(self) -> None:
         """Save what the task cached during the run (called at checkpoints and at the end); default: nothing."""
+
+
+def check_number(key: str, value: Any, lo: float = 0.0, hi: float = math.inf, *, lo_open: bool = False,
+                 hi_open: bool = False, integer: bool = False) -> float:
+    """A real number (an integer with `integer=True`) in the interval; NaN and bools are refused, and infinity
+    unless `hi` is infinite and closed."""
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    ok = ok and not math.isnan(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise ConfigError(f"{key}={value!r} is not allowed; use {kind} in {interval}")
+    return value
 
 
 def check_positive_int(key: str, value: Any, minimum: int = 1) -> int:

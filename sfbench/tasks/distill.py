@@ -78,7 +78,9 @@ class DistillTask(Task):
             spec = hub if hub else "bytes"
         self.data = load_tokens(d, spec, self.cache_dir, self.batch_size, self.block_size)
         if hub:
-            self.teacher = load_hub_teacher_checked(hub, device)
+            from .teacher import load_hub_teacher
+
+            self.teacher = load_hub_teacher(hub, device)
             self.vocab_size = int(self.teacher.config.vocab_size)
             self.teacher_info = {"name_or_path": hub}
         else:
@@ -233,9 +235,3 @@ class TeacherOutputCache:
             tmp.write_text(json.dumps({"key": self.key, "values": {str(k): v for k, v in sorted(merged.items())}}))
             os.replace(tmp, self.path)
         self.new = {}
-
-
-def load_hub_teacher_checked(name_or_path: str, device: torch.device) -> torch.nn.Module:
-    from .teacher import load_hub_teacher
-
-    return load_hub_teacher(name_or_path, device)

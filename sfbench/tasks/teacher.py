@@ -78,8 +78,6 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
     """The cached teacher for (config, token data), training it first if there is none yet."""
     from transformers import GPT2LMHeadModel
 
-    from .text import sample_windows, eval_windows
-
     quiet_transformers()
     # the split matters: a teacher trained on a larger training split has seen part of a smaller one's validation
     key = teacher_key(dict(config, vocab_size=vocab_size, block_size=block_size, seed=seed, val_frac=val_frac),
@@ -87,7 +85,7 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
     target = Path(cache_dir) / "teachers" / key
     with _locked(target.with_suffix(".lock")):
         if not (target / "info.json").exists():
-            _train(config, data, vocab_size, block_size, target, seed, device, sample_windows, eval_windows)
+            _train(config, data, vocab_size, block_size, target, seed, device)
         else:
             print(f"sfbench: reusing the teacher cached at {target}", file=sys.stderr)
     model = GPT2LMHeadModel.from_pretrained(target)
@@ -96,8 +94,10 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
     return freeze(model.to(device)), info
 
 
-def _train(config, data, vocab_size, block_size, target: Path, seed, device, sample_windows, eval_windows) -> None:
+def _train(config, data, vocab_size, block_size, target: Path, seed, device) -> None:
     from tqdm import tqdm
+
+    from .text import eval_windows, sample_windows
 
     from ..progress import tqdm_width_options
 

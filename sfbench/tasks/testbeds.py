@@ -24,18 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import ConfigError, Task, check_choice, check_positive_int
+from .base import ConfigError, Task, check_choice, check_number, check_positive_int
 
 F64 = torch.float64
-
-
-def _check_number(key: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool = False) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
-    if not bad:
-        bad = (value <= lo if lo_open else value < lo) or value > hi
-    if bad:
-        raise ConfigError(f"{key}={value!r} is not allowed; use a number in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
-    return float(value)
 
 
 class _Linear(torch.nn.Module):
@@ -59,7 +50,7 @@ class _Testbed(Task):
                               "(null: full batch)")
         self.seed = check_positive_int("task.seed", seed, 0)
         self.init = check_choice("task.init", init, ("zeros", "normal"))
-        self.init_scale = _check_number("task.init_scale", init_scale, 0)
+        self.init_scale = float(check_number("task.init_scale", init_scale, 0, hi_open=True))
         self.device = None
 
     # -- data and the optimum ----------------------------------------------------------------------------------------
@@ -139,7 +130,7 @@ class QuadraticTask(_Testbed):
     def __init__(self, n: int = 200, d: int = 50, noise: float = 0.0, batch_size: int | None = None, seed: int = 0,
                  init: str = "zeros", init_scale: float = 1.0):
         super().__init__(n, d, batch_size, seed, init, init_scale)
-        self.noise = _check_number("task.noise", noise, 0)
+        self.noise = float(check_number("task.noise", noise, 0, hi_open=True))
 
     def _make_targets(self, g):
         self.w_planted = torch.randn(self.d, generator=g, dtype=F64)
@@ -169,8 +160,8 @@ class LogRegTask(_Testbed):
     def __init__(self, n: int = 500, d: int = 20, reg: float = 1e-3, label_noise: float = 0.1,
                  batch_size: int | None = None, seed: int = 0, init: str = "zeros", init_scale: float = 1.0):
         super().__init__(n, d, batch_size, seed, init, init_scale)
-        self.reg = _check_number("task.reg", reg, 0, lo_open=True)
-        self.label_noise = _check_number("task.label_noise", label_noise, 0, 0.5)
+        self.reg = float(check_number("task.reg", reg, 0, lo_open=True, hi_open=True))
+        self.label_noise = float(check_number("task.label_noise", label_noise, 0, 0.5))
 
     def _make_targets(self, g):
         self.w_planted = torch.randn(self.d, generator=g, dtype=F64) * 3
