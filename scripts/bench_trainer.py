@@ -9,6 +9,12 @@ Rounds alternate suite / bare in one process; the ratio is suite steps/s ÷ bare
 
     python scripts/bench_trainer.py                      # opt=sf_polyak, 300 steps × 3 rounds
     python scripts/bench_trainer.py --opt sf_adamw --steps 500
+    python scripts/bench_trainer.py --theory         # the online theory's cost: suite with it on against off
+
+`--theory` (issue 5: "logging the theory online costs under 2% of step time") alternates the suite with
+`trainer.theory` on and off, and also times, inside the runs with it on, every call that exists only for the theory
+(`OnlineBound.after_step`, the optimizer's ‖g‖²_P reduction) against the summed step time (`time/step_s`): the
+interleaved ratio shows the total effect, the in-run fraction the cost itself without the run-to-run noise.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ def main() -> None:
     ap.add_argument("--opt", default="sf_polyak")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--theory", action="store_true", help="compare trainer.theory on and off instead of bare")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. task.data.batch_size=32")
     args = ap.parse_args()
 
@@ -86,7 +93,7 @@ def main() -> None:
         task.evaluate(model)
         return args.steps / (time.perf_counter() - start)
 
-    def suite() -> float:
+    def suite(stats: dict | None = None) -> float:
         with tempfile.TemporaryDirectory() as run_dir:
             sink = WandbSink(mode="offline")
             trainer = Trainer(trainer_cfg, task, make_opt, schedule.lr_scheduler, run_dir,
@@ -94,8 +101,15 @@ def main() -> None:
             start = time.perf_counter()
             summary = trainer.run()
             assert summary["status"] == "completed", summary
-            return args.steps / (time.perf_counter() - start)
+            rate = args.steps / (time.perf_counter() - start)
+            if stats is not None:
+                from sfbench.tracking.run_record import iter_metrics
+                stats["step_s"] = sum(r["time/step_s"] for r in iter_metrics(Path(run_dir) / "metrics.jsonl"))
+            return rate
 
+    if args.theory:
+        compare_theory(args, suite, trainer_cfg, device)
+        return
     suite()                                   # warm-up: imports, W&B service, allocator
     rates = {"suite": [], "bare": []}
     for _ in range(args.rounds):
@@ -109,6 +123,57 @@ def main() -> None:
     for k in ("bare", "suite"):
         print(f"| {k} | {med[k]:.2f} | {', '.join(f'{r:.2f}' for r in rates[k])} |")
     print(f"suite / bare = {med['suite'] / med['bare']:.3f}")
+
+
+def compare_theory(args, suite, trainer_cfg, device) -> None:
+    import dataclasses
+
+    import torch
+
+    from sfbench import theory_log
+    from sfbench.optim.base import ScheduleFreeBase
+
+    spent = {"theory": 0.0}
+
+    def timed(fn):
+        def wrapper(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent["theory"] += time.perf_counter() - t0
+        return wrapper
+
+    on, off = trainer_cfg, dataclasses.replace(trainer_cfg, theory=False)
+    rates = {"theory on": [], "theory off": []}
+    fractions = []
+    suite()                                   # warm-up
+    for _ in range(args.rounds):
+        for name, cfg in (("theory off", off), ("theory on", on)):
+            trainer_cfg.__dict__.update(dataclasses.asdict(cfg))
+            if name == "theory on":
+                originals = (theory_log.OnlineBound.after_step, ScheduleFreeBase._grad_sq_P)
+                theory_log.OnlineBound.after_step = timed(originals[0])
+                ScheduleFreeBase._grad_sq_P = timed(originals[1])
+                spent["theory"], stats = 0.0, {}
+                try:
+                    rates[name].append(suite(stats))
+                finally:
+                    theory_log.OnlineBound.after_step, ScheduleFreeBase._grad_sq_P = originals
+                fractions.append(spent["theory"] / stats["step_s"])
+            else:
+                rates[name].append(suite())
+    trainer_cfg.__dict__.update(dataclasses.asdict(on))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"# bench_trainer --theory: task=distill opt={args.opt}, {args.steps} steps × {args.rounds} rounds, "
+          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print("| trainer.theory | steps/s (median) | rounds |")
+    print("|---|---:|---|")
+    for k in ("theory off", "theory on"):
+        print(f"| {k} | {med[k]:.2f} | {', '.join(f'{r:.2f}' for r in rates[k])} |")
+    print(f"steps/s on / off = {med['theory on'] / med['theory off']:.3f}")
+    print(f"theory calls / step time, in-run (median of rounds) = {100 * statistics.median(fractions):.2f}% "
+          f"(rounds: {', '.join(f'{100 * f:.2f}%' for f in fractions)})")
 
 
 if __name__ == "__main__":

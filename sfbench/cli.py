@@ -72,6 +72,9 @@ def validate(cfg) -> dict[str, Any]:
     for key in ("eval_every", "ckpt_every", "bn_recompute_batches"):
         check_number(f"trainer.{key}", t[key], 0, integer=True)
     check_number("trainer.log_every", t.log_every, 1, integer=True)
+    check_number("trainer.theory_d_every", t.theory_d_every, 1, integer=True)
+    if not isinstance(t.theory, bool):
+        raise ConfigError(f"trainer.theory={t.theory!r} is not allowed; use true (log [C1]/[C3] bounds) or false")
     check_number("trainer.log_every_s", t.log_every_s, 0)
     if t.precision not in ("fp32", "bf16"):
         raise ConfigError(f"trainer.precision={t.precision!r} is not allowed; choose one of 'fp32', 'bf16'")

@@ -18,6 +18,7 @@ that sweeps go on.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -34,6 +35,7 @@ import torch
 
 from .progress import Progress
 from .tasks.base import ConfigError, Task
+from .theory_log import OnlineBound
 from .tracking.run_record import RunRecord
 from .tracking.sinks import NullSink, Sink
 
@@ -50,6 +52,8 @@ class TrainerConfig:
     eval_every: int = 200            # 0: only at the end
     ckpt_every: int = 200            # 0: only at the end (and on preemption)
     log_every: int = 1
+    theory: bool = True              # log [C1]/[C3] accumulators and theory/bound (sfbench.theory_log)
+    theory_d_every: int = 10         # without the task's D: distance travelled by x every this many steps
     log_every_s: float = 30.0        # plain progress lines when stderr is not a terminal
     bn_recompute_batches: int = 50   # RLS README's recommendation
     diverge_above: float | None = 100.0   # diverged: loss > this × the first step's loss (or non-finite)
@@ -134,17 +138,20 @@ class Trainer:
         self._stop_signal = signum
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
-    def _save(self, step: int, model, opt, sched) -> None:
+    def _save(self, step: int, model, opt, sched, theory: OnlineBound | None) -> None:
         _atomic_torch_save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict() if sched is not None else None,
+                            "theory": theory.state_dict() if theory is not None else None,
                             "rng": _rng_state()}, self.run_dir / CHECKPOINT)
 
-    def _load(self, model, opt, sched) -> int:
+    def _load(self, model, opt, sched, theory: OnlineBound | None) -> int:
         state = torch.load(self.run_dir / CHECKPOINT, map_location=self.device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state["scheduler"] is not None:
             sched.load_state_dict(state["scheduler"])
+        if theory is not None and state.get("theory") is not None:
+            theory.load_state_dict(state["theory"])
         _set_rng_state(state["rng"])
         return int(state["step"])
 
@@ -192,6 +199,38 @@ class Trainer:
         limit = self.cfg.diverge_above
         return limit is not None and first is not None and abs(loss) > limit * max(first, 1e-12)
 
+    # -- [C4]: the bound fitted to the run's curve -------------------------------------------------------------------
+    def _fit_theory(self, theory: OnlineBound) -> dict:
+        """Fit loss ≈ C + M·bound ([C4], `sfbench.theory.fit_bound`) to the run's curve and store it:
+        the parameters go into summary.json (`theory.fit`), the fitted curve into `RUN/theory_fit.json`.
+
+        The curve is `eval/subopt` (f(x) − f*, what [C1] bounds) where the task logs it at ≥ 8 points, else
+        `eval/loss` likewise, else `train/loss` at every logged step (C absorbs the unknown f*)."""
+        from .theory.fit import bound_terms, fit_bound
+        from .tracking.run_record import atomic_write_text, iter_metrics
+
+        rows = [r for r in iter_metrics(self.record.dir / "metrics.jsonl") if "theory/S1" in r]
+        target = next((k for k in ("eval/subopt", "eval/loss") if sum(k in r for r in rows) >= 8), "train/loss")
+        rows = [r for r in rows if target in r]
+        steps = np.array([r["step"] for r in rows], dtype=np.int64)
+        loss = np.array([r[target] for r in rows], dtype=np.float64)
+        if theory.kind == "C1":
+            s1 = np.array([r["theory/S1"] for r in rows])
+            s2 = np.array([r["theory/S2"] for r in rows])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                a, b = 1.0 / (2.0 * s1), s2 / (2.0 * s1)
+        else:
+            keep = steps <= len(theory.lrs)
+            steps, loss = steps[keep], loss[keep]
+            a, b = bound_terms("C3", theory.lrs, theory.grad_sqs, steps)
+        # D held at the task's exact D where it knows it (with a near-constant b_T, M and a free D trade off)
+        fit = fit_bound(loss, a, b, D=theory.task_D, diverge_above=self.cfg.diverge_above)
+        out = {"target": target, **fit.to_dict()}
+        atomic_write_text(self.run_dir / "theory_fit.json", json.dumps(
+            {**out, "bound": theory.kind, "steps": steps.tolist(), "observed": [v if math.isfinite(v) else None for v in loss.tolist()],
+             "fitted": fit.to_dict(curve=True)["curve"]}, allow_nan=False, default=str) + "\n")
+        return out
+
     # -- the run -----------------------------------------------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.cfg
@@ -216,10 +255,13 @@ class Trainer:
         model = self.task.model().to(self.device)
         opt = self.make_optimizer(model.parameters())
         sched = self.make_scheduler(opt) if self.make_scheduler is not None else None
+        theory = None
+        if cfg.theory:     # before loading a checkpoint: the origin x_0 is the seeded initial model
+            theory = OnlineBound(opt, cfg.steps, self.task.summary().get("D"), cfg.theory_d_every)
         start = 0
         resumed = (self.run_dir / CHECKPOINT).exists()
         if resumed:
-            start = self._load(model, opt, sched)
+            start = self._load(model, opt, sched, theory)
             self.record.truncate_after(start)
             print(f"sfbench: resuming {self.run_dir} from step {start}", file=sys.stderr)
         else:
@@ -229,7 +271,7 @@ class Trainer:
         n_params = sum(p.numel() for p in model.parameters())
         self.record.write_summary("running", steps_done=start, total_steps=cfg.steps, resumes=requeues,
                                   device=str(self.device), parameters=n_params, task=self.task.summary(),
-                                  error=None)
+                                  theory=theory.summary() if theory is not None else None, error=None)
         forward = torch.compile(model) if cfg.compile else model
         if hasattr(opt, "train"):
             opt.train()
@@ -271,9 +313,11 @@ class Trainer:
                 if cfg.grad_clip:
                     norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     grad_norm_sq = float(norm) ** 2
+                    used_grad_sq = min(grad_norm_sq, cfg.grad_clip ** 2)
                 else:
                     grad_norm_sq = (torch.stack(torch._foreach_norm(grads)).double().square().sum().item()
                                     if grads else 0.0)
+                    used_grad_sq = grad_norm_sq
                 lr_before = opt.param_groups[0]["lr"]
                 if wants_loss:
                     lb = 0.0 if lower_bound is None else float(lower_bound)
@@ -287,8 +331,11 @@ class Trainer:
                            "train/grad_norm_sq": grad_norm_sq}
                 if lower_bound is not None:
                     metrics["train/lower_bound"] = float(lower_bound)
+                evaluating = bool(cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps
+                if theory is not None:
+                    metrics.update(theory.after_step(step, float(lr_used), used_grad_sq, force=evaluating))
                 metrics["time/step_s"] = time.perf_counter() - t0
-                if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                if evaluating:
                     metrics.update(self._evaluate(forward, opt))
                 if step % cfg.log_every == 0 or "eval/loss" in metrics or step == cfg.steps:
                     self.record.log(metrics)
@@ -298,11 +345,11 @@ class Trainer:
                     self.record.write_summary("running", first_loss=first_loss)
                 progress.update(step, loss_value, float(lr_used))
                 if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
-                    self._save(step, model, opt, sched)
+                    self._save(step, model, opt, sched, theory)
                     self.task.persist()
                     self.record.write_summary("running", steps_done=step)
                 if self._stop_signal is not None and step < cfg.steps:
-                    self._save(step, model, opt, sched)
+                    self._save(step, model, opt, sched, theory)
                     self.task.persist()
                     status = "preempted"
                     name = signal.Signals(self._stop_signal).name
@@ -325,8 +372,14 @@ class Trainer:
                 opt.train()
         final = {k: v for k, v in last.items() if k != "step" and not k.startswith("time/")}
         self.task.persist()
+        theory_summary = None
+        if theory is not None:
+            theory_summary = theory.summary()
+            if status in ("completed", "diverged"):
+                theory_summary["fit"] = self._fit_theory(theory)
         summary = self.record.write_summary(status, steps_done=steps_done, final=final,
-                                            wall_s=time.time() - started, task=self.task.summary())
+                                            wall_s=time.time() - started, task=self.task.summary(),
+                                            theory=theory_summary)
         self.sink.summary({"status": status, "steps_done": steps_done, **final})
         self.sink.finish(status)
         self.record.close()

@@ -88,6 +88,10 @@ class ScheduleFreeBase(Optimizer):
 
     _adam: bool = False
 
+    #: The bound of ALGORITHMS.md section C a trainer logs next to runs of this optimizer: [C1], SF with any schedule
+    #: (exact for `weighting="lr"`, and for `uniform` at a constant step). Baselines without the attribute get [C3].
+    theory_bound = "C1"
+
     def __init__(self, params, defaults: dict, *, foreach: bool | None, fused: bool | None):
         defaults = dict(defaults, k=0, weight_sum=0.0, lr_max=-1.0, train_mode=True, last_lr=0.0, last_c=0.0)
         if fused is not None and not isinstance(fused, bool):
@@ -98,6 +102,9 @@ class ScheduleFreeBase(Optimizer):
         self._foreach_arg = foreach
         self._compiled: dict[str, Callable] = {}
         self._fused_decision: bool | None = None
+        #: Set to True (a trainer logging theory does) to have `step` record ‖g_t‖²_{P_t} in `last_grad_sq_P`.
+        self.record_grad_sq = False
+        self.last_grad_sq_P: float | None = None
         super().__init__(params, defaults)
 
     # -- hyperparameters -------------------------------------------------------------------------------------------
@@ -302,8 +309,11 @@ class ScheduleFreeBase(Optimizer):
 
         work = [(group, self._tensors(group)) for group in self.param_groups]
         polyak_step = None
+        self.last_grad_sq_P = None
         if self.param_groups and self.param_groups[0]["lr_rule"] == "polyak":
             polyak_step = self._polyak_step(work, loss, lower_bound)
+        elif self.record_grad_sq:
+            self.last_grad_sq_P = self._grad_sq_P(work)
 
         for group_index, (group, by_device) in enumerate(work):
             if polyak_step is None:
@@ -345,11 +355,52 @@ class ScheduleFreeBase(Optimizer):
                 sums = self._run("polyak_sums", key, lists["g"], us, vs, scalars=(beta2, bc2, eps))
                 sums = sums.tolist()
                 gpg, gu = gpg + sums[0], gu + sums[1]
+        self.last_grad_sq_P = gpg
         floor = self.param_groups[0]["polyak_floor"]
         numerator = float(loss) - float(lower_bound) + gu
         if math.isnan(numerator) or math.isnan(gpg):
             return math.nan
         return max(numerator, 0.0) / max(gpg, floor)
+
+
+    # -- what the theory needs ([C1]) ---------------------------------------------------------------------------------
+
+    def _grad_sq_P(self, work: list) -> float:
+        """‖g_t‖²_{P_t} over all groups, before the update writes anything (the [B1] reduction without ⟨g, u⟩)."""
+        total = 0.0
+        for group_index, (group, by_device) in enumerate(work):
+            beta2, bc2, eps = self._adam_scalars(group)
+            for device, lists in by_device.items():
+                if not lists["g"]:
+                    continue
+                if not self._adam:       # P = I: a plain sum of squares, no kernel of our own needed
+                    total += float(torch.stack(torch._foreach_norm(lists["g"])).double().square().sum())
+                    continue
+                key = (group_index, str(device), tuple(lists["index"]))
+                total += self._run("polyak_sums", key, lists["g"], None, lists["v"],
+                                   scalars=(beta2, bc2, eps)).tolist()[0]
+        return total
+
+    @torch.no_grad()
+    def distance_sq_at_x(self, origin: list[torch.Tensor]) -> float:
+        """‖x − origin‖² in float64, with x the averaged point [A4] (recovered as in `eval`, nothing written).
+
+        `origin` lists one tensor per parameter, in the order of `param_groups` (e.g. copies of the initial
+        parameters: a trainer logs the distance travelled by x as its estimate of D in [C1]).
+        """
+        total = torch.zeros((), dtype=torch.float64)
+        params = [(group, p) for group in self.param_groups for p in group["params"]]
+        if len(origin) != len(params):
+            raise ValueError(f"origin has {len(origin)} tensors; the optimizer has {len(params)} parameters")
+        for (group, p), o in zip(params, origin):
+            state, diff = self.state[p], p.detach() - o
+            if group["train_mode"] and "x" in state:
+                diff = state["x"] - o
+            elif group["train_mode"] and "u" in state and self._beta(group) < 1:
+                beta = self._beta(group)
+                diff = diff.sub_(state["u"], alpha=(1 - beta) / beta)
+            total += diff.double().square().sum().cpu()
+        return float(total)
 
 
 def _is_compile_failure(err: Exception) -> bool:

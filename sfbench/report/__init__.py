@@ -1,0 +1,123 @@
+"""sfbench.report — run or sweep directories → figures, report.html, report.json (and optionally one W&B run).
+
+    python -m sfbench.report DIR [--out OUT] [--metric auto|eval/subopt|eval/loss|train/loss] [--wandb]
+
+or from Python: `build_report(DIR)`. Depends on sfbench.theory, sfbench.tracking and matplotlib only (DESIGN.md
+"Rooms"); what the page shows and how to read it: docs/report.md.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from . import data, figures, html
+from .data import ReportError, analyze, json_safe, load
+
+__all__ = ["ReportError", "analyze", "build_report", "load"]
+
+
+def _notes(report: dict, g_param: bool) -> list[str]:
+    tol = report["profiles"]["tol"] if report["profiles"] else None
+    notes = [
+        ("Metric: " + ", ".join(f"{t}: {m}" for t, m in report["metric"].items())
+         + ("" if report["metric_arg"] != "auto" else
+            f" (--metric auto: the first of {', '.join(data.AUTO_METRICS)} that the task's runs log)") + "."),
+        ("Observed final value: the last finite logged value of the metric; only completed runs enter the "
+        "correlations, the learning-rate plots' lines and the observed best lr. Diverged runs are shown (curves, × in "
+        "the lr plot) but never fitted."),
+        ("Fits [C4]: loss_T ≈ C + M·(D²·a_T + b_T) by sfbench.theory.fit.fit_bound (Huber loss, M ≥ 0, D ≥ 0; a "
+        "non-finite loss or a divergence ends the fitted curve). [C1] runs: a = 1/(2·S1), b = S2/(2·S1) from the "
+        "logged theory/S1, theory/S2; [C3] runs: a, b from the per-step lr and theory/grad_sq. D is held at the "
+        "task's exact D when the run's summary has it (theory.D_source = task) and fitted otherwise."
+        + (" G-param: the observed ‖g_t‖² replaced by G²·(t+1)^p, p fitted over [−2, 1]." if g_param else "")),
+        "Predicted final value (for Spearman ρ): the run's last logged theory/bound.",
+        ("Predicted best base lr: [C2] γ* = D/(G·√(T·B)) for [C1] (schedule-free) runs; for [C3] (baseline) runs the "
+        "[C3] optimum √(t1/(t2+t3)) with the same constant G (the [C2] value is listed beside it). B = mean of h² "
+        "with h = logged lr / base lr (median over the schedule's runs; [C2]'s closed form if no lr was logged); "
+        "T = trainer.steps; D = summary theory.D, else task.D; G² = the mean logged theory/grad_sq over all steps of "
+        "the non-diverged runs of that (optimizer, schedule), all base lrs pooled."),
+        "Observed best base lr: the lr with the lowest final metric (mean over seeds) among completed runs.",
+    ]
+    if tol is not None:
+        notes.append(f"Performance profiles: target per task = best final metric + {tol:g}·|best|; steps to target = "
+                     "first logged step at or below it; a method = (optimizer, schedule) at its best setting.")
+    return notes
+
+
+def _warnings(runs) -> list[str]:
+    out = []
+    no_theory = [r.name for r in runs if r.config and r.kind is None]
+    if no_theory:
+        out.append(f"{len(no_theory)} of {len(runs)} runs log no theory columns (theory/S1, theory/S2, "
+                   f"theory/grad_sq): no bound fitted and no prediction for them (see the notes in the runs table)")
+    diverged = [r.name for r in runs if r.status == "diverged"]
+    if diverged:
+        out.append(f"{len(diverged)} diverged run(s), shown but excluded from fits and correlations")
+    unfinished = [r.name for r in runs if r.status not in ("completed", "diverged")]
+    if unfinished:
+        out.append(f"{len(unfinished)} run(s) not completed (running/preempted/failed): shown, fitted on what they "
+                   f"logged, not used in correlations or best-lr choices")
+    failed_fits = [r.name for r in runs if r.fit is not None and not r.fit.ok]
+    if failed_fits:
+        out.append(f"{len(failed_fits)} fit(s) had too few usable points (e.g. too few eval steps; see the runs "
+                   f"table)")
+    return out
+
+
+def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = None, g_param: bool = False,
+                 profile_tol: float = 0.05, wandb_mode: str | None = None) -> dict:
+    """Write OUT/report.html, OUT/report.json and the PNGs for the run or sweep directory `path`.
+
+    out: default `path`/report. metric: a logged key, or "auto". wandb: True → log to one W&B run; None → only when
+    the runs were logged with the W&B sink; False → never. Returns the report (what report.json holds).
+    Raises ReportError for a missing/empty directory or a metric no run logs.
+    """
+    root = Path(path)
+    runs = load(root)
+    out = Path(out) if out is not None else root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    result = analyze(runs, metric, g_param=g_param, profile_tol=profile_tol)
+    every, runs = runs, data.comparable_runs(runs)
+    tasks = {}
+    for r in runs:
+        tasks.setdefault(r.task, r.task_label)
+    figs = []
+    best = result["prediction"]["best_lr"]
+    for task, label in sorted(tasks.items(), key=lambda kv: kv[1]):
+        made = (("curves", figures.curves(runs, task, out), f"{label}: loss curves"),
+                ("fits", figures.fits(runs, task, out), f"{label}: fitted bounds"),
+                ("lr", figures.lr_sensitivity(runs, task, best, out), f"{label}: learning-rate sensitivity"))
+        for kind, p, title in made:
+            if p is not None:
+                figs.append({"file": p.name, "title": title, "task": label, "kind": kind})
+    p = figures.profile_plot(result["profiles"], out)
+    if p is not None:
+        figs.append({"file": p.name, "title": "performance profiles", "task": None, "kind": "profiles"})
+
+    report = {
+        "source": str(root.absolute()), "source_name": root.absolute().name,
+        "generated": _dt.datetime.now().isoformat(timespec="seconds"),
+        "metric_arg": metric, "tasks": [label for _, label in sorted(tasks.items(), key=lambda kv: kv[1])],
+        **result, "figures": figs, "warnings": _warnings(every), "wandb": None,
+    }
+    report["method_notes"] = _notes(report, g_param)
+    use_wandb = wandb if wandb is not None else _wandb_wanted(runs)
+    if use_wandb:
+        from . import wandb_report
+        try:
+            report["wandb"] = wandb_report.log_report(json_safe(report), runs, out, mode=wandb_mode)
+        except Exception as e:     # noqa: BLE001 — the report stands without W&B; the error is reported
+            message = " ".join(str(e).split())
+            report["wandb"] = {"error": f"{type(e).__name__}: {message}"}
+            report["warnings"].append(f"W&B logging failed ({type(e).__name__}: {message})")
+    safe = json_safe(report)
+    (out / "report.json").write_text(json.dumps(safe, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    html.write(safe, out)
+    return safe
+
+
+def _wandb_wanted(runs) -> bool:
+    from .wandb_report import wanted
+    return wanted(runs)

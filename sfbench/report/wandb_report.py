@@ -1,0 +1,109 @@
+"""The report as ONE W&B run (job_type "report") in the sweep's group: figures, tables, each run's fitted curve.
+
+Online when a W&B account is configured, else offline under OUT/wandb/ (the same rule as the training sink,
+`sfbench.tracking.wandb_sink.resolve_mode`); upload an offline report later with `wandb sync OUT/wandb/offline-run-*`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from sfbench.tracking.wandb_sink import resolve_mode
+
+WANDB_SINK = "sfbench.tracking.wandb_sink.WandbSink"
+
+
+def wanted(runs) -> bool:
+    """The runs were logged to W&B (logger=wandb), so their report goes there too."""
+    return any(r.config.get("logger._target_") == WANDB_SINK for r in runs)
+
+
+def _logger_setting(runs, key: str, default=None):
+    for r in runs:
+        if r.config.get("logger._target_") == WANDB_SINK and r.config.get(f"logger.{key}") is not None:
+            return r.config[f"logger.{key}"]
+    return default
+
+
+def group_of(runs, fallback: str) -> str:
+    groups = [r.config.get("group") for r in runs if r.config.get("group")]
+    if not groups:
+        return fallback
+    return max(set(groups), key=groups.count)
+
+
+def _rows(records: list[dict], columns: list[str]) -> list[list[Any]]:
+    return [[rec.get(c) for c in columns] for rec in records]
+
+
+def log_report(report: dict, runs, out: Path, *, mode: str | None = None) -> dict:
+    """Log to one W&B run; returns {"mode", "dir", "id", "group"}. Raises on W&B errors (the caller reports them)."""
+    import wandb
+
+    out = Path(out).absolute()
+    mode = resolve_mode(mode or _logger_setting(runs, "mode", "auto"))
+    if mode == "disabled":
+        return {"mode": mode, "dir": None, "id": None, "group": None}
+    group = group_of(runs, report["source_name"])
+    settings = wandb.Settings(save_code=False, console="off", silent=True, quiet=True, init_timeout=60,
+                              reinit="finish_previous")
+    run = wandb.init(project=_logger_setting(runs, "project", "sfbench"), entity=_logger_setting(runs, "entity"),
+                     dir=out, group=group, job_type="report", name=f"report-{group}", mode=mode,
+                     config={"source": report["source"], "metric": report["metric"], "n_runs": report["n_runs"]},
+                     settings=settings)
+    try:
+        images = {f"report/{Path(f['file']).stem}": wandb.Image(str(out / f["file"]), caption=f["title"])
+                  for f in report["figures"]}
+        best_cols = ["task", "optimizer", "schedule", "bound", "rule", "predicted", "observed", "ratio",
+                     "predicted_C2", "D", "G2", "B", "T"]
+        corr_cols = ["task", "scope", "optimizer", "schedule", "rho", "pvalue", "n"]
+        pred = report["prediction"]
+        tables = {
+            "report/best_lr": wandb.Table(columns=best_cols, data=_rows(pred["best_lr"], best_cols)),
+            "report/correlations": wandb.Table(columns=corr_cols, data=_rows(pred["correlations"], corr_cols)),
+        }
+        run_cols = ["run", "task", "optimizer", "schedule", "lr", "seed", "status", "final", "predicted", "bound"]
+        fit_cols = ["C", "M", "D", "p", "G", "rmse", "n_used", "method"]
+        tables["report/runs"] = wandb.Table(
+            columns=run_cols + [f"fit_{c}" for c in fit_cols],
+            data=[[r.get(c) for c in run_cols] + [(r["fit"] or {}).get(c) for c in fit_cols] for r in report["runs"]])
+        curve_rows = []
+        for r in runs:
+            if r.fit is not None and r.fit.ok and r.fit_steps is not None:
+                for step, obs, fitted in zip(r.fit_steps, r.fit_observed, r.fit.curve):
+                    curve_rows.append([r.name, int(step), _plain(obs), _plain(fitted)])
+        tables["report/fitted_curves"] = wandb.Table(columns=["run", "step", "observed", "fitted"], data=curve_rows)
+        run.log({**images, **tables})
+        summary = {f"spearman/{c['task']}/{c['optimizer'] or 'all'}/{c['schedule'] or 'all'}": c["rho"]
+                   for c in pred["correlations"] if c["rho"] is not None}
+        run.summary.update(summary)
+        info = {"mode": mode, "id": run.id, "group": group, "dir": _run_dir(run, out, mode)}
+    finally:
+        run.finish()
+    if mode == "offline":
+        print(f"sfbench.report: W&B report run (offline) at {info['dir']}")
+        print(f"sfbench.report: upload it with: wandb sync {info['dir']}")
+    else:
+        print(f"sfbench.report: W&B report run {getattr(run, 'url', None) or info['id']} (group {group})")
+    return info
+
+
+def _plain(x):
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _run_dir(run, out: Path, mode: str) -> str | None:
+    """The offline-run-*/run-* folder of this run."""
+    for attr in ("sync_dir",):
+        try:
+            value = getattr(run.settings, attr)
+        except Exception:        # noqa: BLE001 — a settings attribute that this wandb version lacks
+            value = None
+        if value:
+            return str(Path(value).absolute())
+    prefix = "offline-run-" if mode == "offline" else "run-"
+    found = sorted((out / "wandb").glob(f"{prefix}*-{run.id}"))
+    return str(found[-1]) if found else None

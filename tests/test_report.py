@@ -1,0 +1,468 @@
+"""sfbench.report on synthetic sweeps whose answer is known by construction.
+
+The synthetic problem: steps t = 1 … T with step sizes γ_t = lr·h(t) (constant, cosine, wsd), squared gradient norms
+G²(1 + small noise), and D = 1, so every run's [C1] bound is (D² + S2)/(2 S1); the observed metric is M·bound
+exactly (M = 0.5). Hence: the final metric ranks runs exactly as the final bound does (Spearman ρ = 1), each run's
+fit recovers M with C = 0 and the given D, and [C2]'s best base step D/(G√(Σh²)) is within one lr-grid step of the
+observed best. A shuffled sweep (finals permuted between runs) must score the ρ that scipy gives on the permuted
+numbers, which is far from 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from sfbench.report import build_report
+from sfbench.tracking import RunRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+T = 300
+EVAL_EVERY = 10
+LRS = (0.01, 0.03, 0.1, 0.3, 1.0)
+SCHEDULES = ("constant", "cosine", "wsd")
+SEEDS = (0, 1)
+D_TRUE, G_TRUE, M_TRUE = 1.0, 1.0, 0.5
+TASK = "sfbench.tasks.testbeds.LogRegTask"
+
+
+def h_of(schedule: str, T: int = T) -> np.ndarray:
+    t = np.arange(T, dtype=np.float64)
+    if schedule == "constant":
+        return np.ones(T)
+    if schedule == "cosine":
+        return 0.5 * (1 + np.cos(np.pi * t / T))
+    if schedule == "wsd":
+        decay = int(0.2 * T)
+        return np.where(t < T - decay, 1.0, (T - t) / decay)
+    raise ValueError(schedule)
+
+
+def write_run(run_dir: Path, *, schedule: str, lr: float, seed: int, task: str = TASK, opt: str = "sfbench.optim.SFSGD",
+              theory: bool = True, curve=None, status: str = "completed", diverge_at: int | None = None,
+              kind: str = "C1", group: str = "synthetic", logger: str = "sfbench.tracking.sinks.NullSink") -> dict:
+    """One run directory as the trainer writes it (with the theory columns when `theory`). Returns what it wrote:
+    steps, gammas, grad_sq, bound (per step) and the metric at eval steps."""
+    rng = np.random.default_rng(1000 * seed + int(lr * 1000) + len(schedule))
+    gam = lr * h_of(schedule)
+    gsq = G_TRUE ** 2 * (1 + 0.05 * rng.uniform(-1, 1, T))
+    s1, s2 = np.cumsum(gam), np.cumsum(gam ** 2 * gsq)
+    bound = (D_TRUE ** 2 + s2) / (2 * s1)
+    metric = M_TRUE * bound if curve is None else curve
+    rec = RunRecord(run_dir)
+    rec.write_config({"task": {"_target_": task, "seed": seed},
+                      "opt": {"_target_": opt, "lr": lr, "weighting": "lr_power"},
+                      "sched": {"name": schedule, "warmup_steps": 0, "decay_frac": 0.2},
+                      "trainer": {"steps": T, "eval_every": EVAL_EVERY}, "seed": seed, "group": group,
+                      "logger": {"_target_": logger, "project": "sfbench", "mode": "auto"}})
+    last = T if diverge_at is None else diverge_at
+    with rec:
+        for step in range(1, last + 1):
+            i = step - 1
+            row = {"step": step, "lr": gam[i], "train/loss": metric[i] * (1 + 0.01 * rng.standard_normal()),
+                   "train/grad_norm_sq": gsq[i]}
+            if diverge_at is not None and step == diverge_at:
+                rec.log({"step": step, "train/loss": float("inf")})
+                break
+            if theory:
+                row.update({"theory/S1": s1[i], "theory/S2": s2[i], "theory/grad_sq": gsq[i], "theory/D": D_TRUE})
+                if kind == "C1" or step % EVAL_EVERY == 0 or step == T:
+                    row["theory/bound"] = bound[i]
+            if step % EVAL_EVERY == 0 or step == T:
+                row.update({"eval/loss": metric[i] + 0.3, "eval/subopt": metric[i]})
+            rec.log(row)
+    summary = {"steps_done": last - 1 if diverge_at else T, "total_steps": T,
+               "final": {"eval/subopt": float(metric[last - 1])}, "task": {"D": D_TRUE, "f_star": 0.3}}
+    if theory:
+        summary["theory"] = {"bound": kind, "D": D_TRUE, "D_source": "task", "fit": {}}
+    rec.write_summary(status, **summary)
+    return {"gammas": gam, "grad_sq": gsq, "bound": bound, "metric": metric}
+
+
+def write_sweep(root: Path, *, permute: np.ndarray | None = None, diverged: bool = True) -> dict:
+    """3 schedules × 5 lrs × 2 seeds; `permute` reassigns the metric curves (a shuffled sweep). Returns, per run
+    name, what was written."""
+    keys = [(s, lr, seed) for s in SCHEDULES for lr in LRS for seed in SEEDS]
+    written = {}
+    # the bounds first, so a permutation can hand run i the curve of run permute[i]
+    curves = {}
+    for s, lr, seed in keys:
+        gam = lr * h_of(s)
+        rng = np.random.default_rng(1000 * seed + int(lr * 1000) + len(s))
+        gsq = G_TRUE ** 2 * (1 + 0.05 * rng.uniform(-1, 1, T))
+        curves[(s, lr, seed)] = M_TRUE * (D_TRUE ** 2 + np.cumsum(gam ** 2 * gsq)) / (2 * np.cumsum(gam))
+    for i, key in enumerate(keys):
+        s, lr, seed = key
+        curve = curves[keys[permute[i]]] if permute is not None else None
+        name = f"opt.lr={lr},sched={s},seed={seed}"
+        written[name] = write_run(root / name, schedule=s, lr=lr, seed=seed, curve=curve)
+    if diverged:
+        name = "opt.lr=10.0,sched=constant,seed=0"
+        written[name] = write_run(root / name, schedule="constant", lr=10.0, seed=0, status="diverged",
+                                  diverge_at=25)
+    return written
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep") / "multirun" / "2026-01-01_00-00-00"
+    written = write_sweep(root)
+    report = build_report(root, wandb=False)
+    return root, written, report
+
+
+def _final(written: dict, name: str, key: str) -> float:
+    return float(written[name][key][-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+def test_report_files_and_statuses(sweep):
+    root, written, _ = sweep
+    out = root / "report"
+    assert (out / "report.html").is_file() and (out / "report.json").is_file()
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["n_runs"] == len(written) == 31
+    assert on_disk["statuses"] == {"completed": 30, "diverged": 1}
+    assert on_disk["metric"] == {"LogRegTask": "eval/subopt"}              # --metric auto picks the suboptimality
+    div = [r for r in on_disk["runs"] if r["status"] == "diverged"]
+    assert len(div) == 1 and div[0]["fit"] is None and div[0]["lr"] == 10.0
+    assert any("diverged" in n for n in div[0]["notes"])
+    html = (out / "report.html").read_text()
+    assert "opt.lr=10.0,sched=constant,seed=0" in html and "diverged" in html
+
+
+def test_every_referenced_png_exists(sweep):
+    root, _, report = sweep
+    out = root / "report"
+    html = (out / "report.html").read_text()
+    srcs = re.findall(r'<img[^>]*\bsrc="([^"]+)"', html)
+    kinds = {f["kind"] for f in report["figures"]}
+    assert kinds == {"curves", "fits", "lr"}                               # one task: no performance profile
+    assert sorted(srcs) == sorted(f["file"] for f in report["figures"])
+    for src in srcs:
+        path = out / src
+        assert path.is_file(), src
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", src
+
+
+def test_fits_recover_the_construction(sweep):
+    _, _, report = sweep
+    fitted = [r for r in report["runs"] if r["status"] == "completed"]
+    assert len(fitted) == 30
+    for r in fitted:
+        fit = r["fit"]
+        assert r["bound"] == "C1"
+        assert fit["method"] == "huber" and fit["D_fixed"] and fit["D"] == D_TRUE
+        assert fit["M"] == pytest.approx(M_TRUE, rel=1e-6)
+        assert abs(fit["C"]) < 1e-6 * r["final"] + 1e-12
+        assert fit["n_used"] == T // EVAL_EVERY
+
+
+def test_spearman_is_one_when_the_metric_follows_the_bound(sweep):
+    _, written, report = sweep
+    corr = report["prediction"]["correlations"]
+    overall = [c for c in corr if c["scope"] == "overall"]
+    assert len(overall) == 1
+    assert overall[0]["n"] == 30                                           # the diverged run is left out
+    assert overall[0]["rho"] == pytest.approx(1.0)
+    per = {c["schedule"]: c for c in corr if c["scope"] == "schedule"}
+    assert set(per) == set(SCHEDULES)
+    for c in per.values():
+        assert c["n"] == len(LRS) * len(SEEDS) and c["rho"] == pytest.approx(1.0)
+    # the predicted final value is the final logged bound
+    for r in report["runs"]:
+        if r["status"] == "completed":
+            assert r["predicted"] == pytest.approx(_final(written, r["run"], "bound"))
+            assert r["final"] == pytest.approx(M_TRUE * r["predicted"])
+
+
+def test_shuffled_sweep_scores_low(tmp_path):
+    n = len(SCHEDULES) * len(LRS) * len(SEEDS)
+    perm = np.random.default_rng(7).permutation(n)
+    root = tmp_path / "shuffled"
+    written = write_sweep(root, permute=perm, diverged=False)
+    report = build_report(root, wandb=False)
+    names = sorted(written)
+    pred = [_final(written, k, "bound") for k in names]
+    obs = [_final(written, k, "metric") for k in names]
+    expected = spearmanr(pred, obs).statistic
+    assert expected < 0.8                                                  # the shuffle really breaks the ranking
+    [overall] = [c for c in report["prediction"]["correlations"] if c["scope"] == "overall"]
+    assert overall["rho"] == pytest.approx(expected, abs=1e-9)
+    assert overall["rho"] < 0.8
+
+
+def test_best_lr_prediction(sweep):
+    _, written, report = sweep
+    rows = {b["schedule"]: b for b in report["prediction"]["best_lr"]}
+    assert set(rows) == set(SCHEDULES)
+    step = math.sqrt(LRS[1] / LRS[0] * LRS[2] / LRS[1])                    # the grid is ≈ geometric, ×√10 per 2
+    for sched, b in rows.items():
+        runs = [k for k in written if f"sched={sched}," in k and "lr=10.0" not in k]
+        G2 = np.mean(np.concatenate([written[k]["grad_sq"] for k in runs]))
+        h = h_of(sched)
+        expected = D_TRUE / math.sqrt(G2 * np.sum(h ** 2))                 # [C2]: D / (G √(T·B)), T·B = Σ h²
+        assert b["rule"] == "C2" and b["bound"] == "C1"
+        assert b["predicted"] == pytest.approx(expected, rel=1e-6)
+        assert b["G2"] == pytest.approx(G2, rel=1e-9)
+        assert b["B"] == pytest.approx(np.mean(h ** 2), rel=1e-9) and b["T"] == T
+        # the observed best is the lr with the lowest mean final metric
+        finals = {lr: np.mean([_final(written, f"opt.lr={lr},sched={sched},seed={s}", "metric") for s in SEEDS])
+                  for lr in LRS}
+        assert b["observed"] == min(finals, key=finals.get)
+        # the bound is symmetric in log γ about γ*, so the best grid lr is within half a grid step of it
+        assert 1 / step <= b["ratio"] <= step
+        assert b["ratio"] == pytest.approx(b["predicted"] / b["observed"])
+
+
+def test_runs_without_theory_are_reported_not_crashed(tmp_path):
+    root = tmp_path / "old"
+    for lr in (0.03, 0.1, 0.3):
+        write_run(root / f"lr={lr}", schedule="constant", lr=lr, seed=0, theory=False)
+    report = build_report(root, wandb=False)
+    assert all(r["fit"] is None and r["bound"] is None for r in report["runs"])
+    assert any("no theory columns" in w for w in report["warnings"])
+    html = (root / "report" / "report.html").read_text()
+    assert "no theory columns" in html
+    for f in report["figures"]:
+        assert (root / "report" / f["file"]).is_file()
+
+
+def test_partial_and_broken_runs(tmp_path):
+    """A run still starting (no metrics yet), a failed one without config, a preempted one and a metrics file with a
+    corrupt line: the report lists them all and compares only what it can."""
+    root = tmp_path / "mixed"
+    write_run(root / "ok-0.1", schedule="constant", lr=0.1, seed=0)
+    write_run(root / "ok-0.3", schedule="constant", lr=0.3, seed=0)
+    write_run(root / "preempted", schedule="constant", lr=0.03, seed=0, status="preempted")
+    rec = RunRecord(root / "starting")
+    rec.write_config({"task": {"_target_": TASK}, "opt": {"_target_": "sfbench.optim.SFSGD", "lr": 1.0},
+                      "sched": {"name": "constant"}, "trainer": {"steps": T}, "seed": 0})
+    rec.write_summary("running", steps_done=0)
+    RunRecord(root / "failed").write_summary("failed", steps_done=0, error="boom")
+    write_run(root / "corrupt", schedule="constant", lr=0.01, seed=0)
+    path = root / "corrupt" / "metrics.jsonl"
+    lines = path.read_text().splitlines(True)
+    lines[5] = '{"step": 6, "lr": \n'
+    path.write_text("".join(lines))
+    report = build_report(root, wandb=False)
+    runs = {r["run"]: r for r in report["runs"]}
+    assert report["statuses"] == {"completed": 3, "preempted": 1, "running": 1, "failed": 1}
+    assert runs["corrupt"]["fit"]["method"] == "huber" and "unreadable" in " ".join(runs["corrupt"]["notes"])
+    assert runs["starting"]["fit"] is None and runs["failed"]["fit"] is None
+    assert report["tasks"] == ["LogRegTask"] and report["profiles"] is None
+    [overall] = [c for c in report["prediction"]["correlations"] if c["scope"] == "overall"]
+    assert overall["n"] == 3                                               # the completed runs only
+    html = (root / "report" / "report.html").read_text()
+    assert all(name in html for name in runs)
+
+
+def test_g_param_option(tmp_path):
+    root = tmp_path / "g"
+    for lr in (0.03, 0.1, 0.3):
+        write_run(root / f"lr={lr}", schedule="wsd", lr=lr, seed=0)
+    report = build_report(root, wandb=False, g_param=True)
+    for r in report["runs"]:
+        assert r["fit"]["method"] == "huber+G" and -2.0 <= r["fit"]["p"] <= 1.0
+        # the gradients are G²(1 ± 5 %) noise, constant on average: the fitted law is close to flat
+        assert abs(r["fit"]["p"]) < 0.1 and r["fit"]["G"] == pytest.approx(G_TRUE, rel=0.1)
+
+
+def _exp_curve(rate: float, floor: float = 0.1) -> np.ndarray:
+    return floor + np.exp(-np.arange(1, T + 1) / rate)
+
+
+def test_performance_profiles_across_tasks(tmp_path):
+    """Two tasks, two methods: SF (constant) is twice as fast on task A, the SGD baseline ([C3] theory) twice as
+    fast on task B; each reaches the same final value, so each wins one task and has ratio ≈ 2 on the other."""
+    root = tmp_path / "tasks"
+    fast, slow = _exp_curve(20.0), _exp_curve(40.0)
+    for task, sf_curve, sgd_curve in (("tasks.A", fast, slow), ("tasks.B", slow, fast)):
+        for seed in (0, 1):
+            write_run(root / f"{task}-sf-{seed}", schedule="constant", lr=0.1, seed=seed, task=task, curve=sf_curve)
+            write_run(root / f"{task}-sgd-{seed}", schedule="cosine", lr=0.1, seed=seed, task=task,
+                      opt="torch.optim.SGD", curve=sgd_curve, kind="C3")
+    report = build_report(root, wandb=False)
+    prof = report["profiles"]
+    assert prof is not None and sorted(prof["tasks"]) == ["A", "B"]
+    sf, sgd = "SFSGD/constant", "SGD/cosine"
+    assert prof["ratios"][sf]["A"] == 1.0 and prof["ratios"][sgd]["B"] == 1.0
+    for ratio in (prof["ratios"][sf]["B"], prof["ratios"][sgd]["A"]):
+        assert 1.6 <= ratio <= 2.4                                        # 2, up to the eval grid of 10 steps
+    tau = np.asarray(prof["tau"])
+    for m in (sf, sgd):
+        rho = np.asarray(prof["rho"][m])
+        assert rho[tau < 1.5].max() == 0.5 and rho[-1] == 1.0
+        assert np.all(np.diff(rho) >= 0)
+    assert "profiles.png" in [f["file"] for f in report["figures"]]
+    # the [C3] runs were fitted from per-step lr and theory/grad_sq
+    c3 = [r for r in report["runs"] if r["optimizer"] == "SGD"]
+    assert c3 and all(r["bound"] == "C3" and r["fit"] and r["fit"]["n_used"] > 3 for r in c3)
+    best = {b["optimizer"]: b for b in report["prediction"]["best_lr"]}
+    assert best["SGD"]["rule"] == "C3" and best["SFSGD"]["rule"] == "C2"
+
+
+def test_report_does_not_import_training_code():
+    """DESIGN.md rooms: sfbench.report depends on theory, tracking and matplotlib, never on training code."""
+    code = ("import sys, sfbench.report, sfbench.report.figures, sfbench.report.wandb_report; "
+            "bad = [m for m in ('torch', 'sfbench.train', 'sfbench.optim', 'sfbench.tasks', 'sfbench.cli', "
+            "'matplotlib.pyplot') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the command line
+# ---------------------------------------------------------------------------------------------------------------------
+def _cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "sfbench.report", *map(str, args)], check=False, capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_cli_missing_or_empty_dir(tmp_path, make):
+    target = tmp_path / "nothing"
+    if make == "empty":
+        target.mkdir()
+    out = _cli(target)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(target) in lines[0]
+    assert not (target / "report").exists()
+
+
+def test_cli_unknown_metric(sweep):
+    root, _, _ = sweep
+    out = _cli(root, "--metric", "eval/nope", "--out", root / "r2", "--no-wandb")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "eval/nope" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# W&B, offline, no account
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    home = tmp_path / "home"
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        (home / var.lower()).mkdir(parents=True)
+        monkeypatch.setenv(var, str(home / var.lower()))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT",
+                "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    return dict(os.environ)
+
+
+def test_wandb_offline_summary_run(tmp_path, wandb_offline, capsys):
+    """Runs logged with the W&B sink → the CLI logs one offline report run, prints its folder, which exists and
+    holds the run's transaction log, in the sweep's group with job_type "report"."""
+    root = tmp_path / "wb"
+    for s in ("constant", "cosine"):
+        for lr in (0.03, 0.1, 0.3):
+            write_run(root / f"{s}-{lr}", schedule=s, lr=lr, seed=0, group="wbgroup",
+                      logger="sfbench.tracking.wandb_sink.WandbSink")
+    from sfbench.report.__main__ import main
+
+    assert main([str(root)]) == 0                     # no --wandb: the runs' logger config asks for W&B
+    out = capsys.readouterr()
+    m = re.search(r"\(offline\) at (.+)$", out.out, re.MULTILINE)
+    assert m, out.out + out.err
+    run_dir = Path(m.group(1))
+    assert run_dir.is_dir() and run_dir.name.startswith("offline-run-")
+    assert run_dir.is_relative_to(root / "report")
+    [log] = list(run_dir.glob("*.wandb"))
+    assert log.stat().st_size > 0
+    report = json.loads((root / "report" / "report.json").read_text())
+    assert report["wandb"]["mode"] == "offline" and report["wandb"]["group"] == "wbgroup"
+    assert Path(report["wandb"]["dir"]) == run_dir
+    # what W&B itself reads back from the transaction log
+    inspect = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
+                             check=False, capture_output=True, text=True, timeout=120, env=wandb_offline)
+    assert inspect.returncode == 0, inspect.stderr
+    records = [json.loads(line) for line in inspect.stdout.splitlines() if line.strip()]
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run.get("run_group") == "wbgroup" and run.get("job_type") == "report"
+    items: dict = {}
+    for r in records:
+        if r["type"] == "history":
+            items.update(r["history"]["item"])
+    logged = {k.split(".")[0] for k in items}
+    figures = {f"report/{Path(f['file']).stem}" for f in report["figures"]}
+    assert figures and figures <= logged
+    assert all(items[f"{k}._type"] == "image-file" for k in figures)
+    for table in ("report/best_lr", "report/correlations", "report/runs", "report/fitted_curves"):
+        assert items[f"{table}._type"] == "table-file"
+    assert items["report/runs.nrows"] == 6
+    assert items["report/fitted_curves.nrows"] == 6 * (T // EVAL_EVERY)   # every run's fitted curve
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a real browser
+# ---------------------------------------------------------------------------------------------------------------------
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def _screenshot(browser: str, page: Path, png: Path) -> None:
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+           "--disable-background-networking", "--hide-scrollbars", "--window-size=1280,2000",
+           f"--screenshot={png}", page.absolute().as_uri()]
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and png.is_file(), out.stderr[-2000:]
+
+
+def _colored_pixels(png: Path) -> tuple[np.ndarray, int]:
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(png)[..., :3].astype(np.float64)
+    if img.max() > 1.0:
+        img = img / 255.0
+    saturation = img.max(axis=2) - img.min(axis=2)                       # grey text and borders: ≈ 0
+    return img, int((saturation > 0.25).sum())
+
+
+@pytest.mark.slow
+def test_report_renders_in_chromium(sweep, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail("Chromium not found, and CI is set: install it (apt-get install -y chromium)")
+        pytest.skip("Chromium not installed (apt-get install -y chromium)")
+    root, _, _ = sweep
+    out = root / "report"
+    page = out / "report.html"
+    shot = tmp_path / "report.png"
+    _screenshot(browser, page, shot)
+    img, colored = _colored_pixels(shot)
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1000
+    assert img.var() > 0
+    assert (img.min(axis=2) < 0.9).mean() > 0.01                         # not a blank white page
+    # the same page with its images broken: whatever colour the page has without the PNGs
+    control = out / "report_noimg.html"
+    control.write_text(re.sub(r'src="([^"]+)"', r'src="missing-\1"', page.read_text()))
+    try:
+        shot2 = tmp_path / "control.png"
+        _screenshot(browser, control, shot2)
+    finally:
+        control.unlink()
+    _, colored_without = _colored_pixels(shot2)
+    # the plots' coloured lines come from the PNGs: without them the page has (almost) none
+    assert colored > 5000 and colored > 10 * (colored_without + 100), (colored, colored_without)
