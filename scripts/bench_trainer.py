@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--opt", default="sf_polyak")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-wandb", action="store_true", help="no W&B sink in the suite (where wandb isn't installed)")
     ap.add_argument("--theory", action="store_true", help="compare trainer.theory on and off instead of bare")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. task.data.batch_size=32")
     args = ap.parse_args()
@@ -57,7 +58,8 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     from sfbench.train import Trainer, TrainerConfig, resolve_device, seed_everything
-    from sfbench.tracking.wandb_sink import WandbSink
+    if not args.no_wandb:
+        from sfbench.tracking.wandb_sink import WandbSink
 
     os.environ.setdefault("WANDB_SILENT", "true")
     cfg = compose(args.opt, args.steps, args.overrides)
@@ -95,7 +97,7 @@ def main() -> None:
 
     def suite(stats: dict | None = None) -> float:
         with tempfile.TemporaryDirectory() as run_dir:
-            sink = WandbSink(mode="offline")
+            sink = None if args.no_wandb else WandbSink(mode="offline")
             trainer = Trainer(trainer_cfg, task, make_opt, schedule.lr_scheduler, run_dir,
                               OmegaConf.to_container(cfg, resolve=True), sink=sink, run_name="bench")
             start = time.perf_counter()
