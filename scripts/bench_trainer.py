@@ -146,7 +146,7 @@ def compare_theory(args, suite, trainer_cfg, device) -> None:
                 spent["theory"] += time.perf_counter() - t0
         return wrapper
 
-    on, off = trainer_cfg, dataclasses.replace(trainer_cfg, theory=False)
+    on, off = dataclasses.replace(trainer_cfg, theory=True), dataclasses.replace(trainer_cfg, theory=False)
     rates = {"theory on": [], "theory off": []}
     fractions = []
     suite()                                   # warm-up
