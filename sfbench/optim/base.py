@@ -376,6 +376,7 @@ class ScheduleFreeBase(Optimizer):
                 if not self._adam:       # P = I: a plain sum of squares, no kernel of our own needed
                     total += float(torch.stack(torch._foreach_norm(lists["g"])).double().square().sum())
                     continue
+                # fused: the compiled reduction; eager: `foreach_polyak_sums`, multi-tensor ops
                 key = (group_index, str(device), tuple(lists["index"]))
                 total += self._run("polyak_sums", key, lists["g"], None, lists["v"],
                                    scalars=(beta2, bc2, eps)).tolist()[0]

@@ -82,12 +82,21 @@ def polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None, beta2, bc2,
 
 def foreach_polyak_sums(gs: Tensors, us: Tensors | None, vs: Tensors | None,
                         beta2: float, bc2: float, eps: float) -> torch.Tensor:
-    """`polyak_sums` for the eager default: BLAS dots (no temporaries) for the SGD base; the Adam base needs D_t
-    elementwise, so it takes the per-tensor loop."""
-    if vs is not None:
-        return polyak_sums(gs, us, vs, beta2, bc2, eps)
+    """`polyak_sums` for the eager default: BLAS dots (no temporaries) for the SGD base; for the Adam base,
+    ‖g‖²_P by multi-tensor ops over all tensors at once (a handful of dispatches instead of several per tensor;
+    it allocates two temporaries the size of the gradients)."""
     flat = [_acc(g).reshape(-1) for g in gs]
-    gpg = sum(torch.dot(g, g).to(torch.float64) for g in flat)
+    if vs is None:
+        gpg = sum(torch.dot(g, g).to(torch.float64) for g in flat)
+    else:
+        denom = torch._foreach_mul([_acc(v).reshape(-1) for v in vs], beta2)     # v_t = β2 v + (1 − β2) g²
+        torch._foreach_addcmul_(denom, flat, flat, 1 - beta2)
+        torch._foreach_div_(denom, bc2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+        ratio = torch._foreach_mul(flat, flat)
+        torch._foreach_div_(ratio, denom)
+        gpg = torch.stack(torch._foreach_norm(ratio, 1)).to(torch.float64).sum()   # entries ≥ 0: L1 norm = sum
     gu = 0.0 if us is None else sum(torch.dot(g, _acc(u).reshape(-1)).to(torch.float64) for g, u in zip(flat, us))
     device = gs[0].device
     return torch.stack([torch.as_tensor(gpg, dtype=torch.float64, device=device),
