@@ -22,8 +22,9 @@ def tqdm_width_options() -> dict:
 class Progress:
     """A tqdm bar on a terminal; otherwise a plain line every `every_s` seconds (Slurm logs)."""
 
-    def __init__(self, total: int, start: int, every_s: float, desc: str):
-        self.tty = sys.stderr.isatty()
+    def __init__(self, total: int, start: int, every_s: float, desc: str, enabled: bool = True):
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
         self.every_s, self.last, self.t0, self.start, self.total = every_s, time.time(), time.time(), start, total
         self.bar = None
         if self.tty:
@@ -33,6 +34,8 @@ class Progress:
                             **tqdm_width_options())
 
     def update(self, step: int, loss: float, lr: float) -> None:
+        if not self.enabled:
+            return
         if self.bar is not None:
             self.bar.update(1)
             if step % 5 == 0 or step == self.total:

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 
+from . import distributed
 from .progress import Progress
 from .tasks.base import ConfigError, Task
 from .theory_log import OnlineBound
@@ -139,6 +140,8 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
     def _save(self, step: int, model, opt, sched, theory: OnlineBound | None) -> None:
+        if not self.dist.is_main:
+            return
         _atomic_torch_save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict() if sched is not None else None,
                             "theory": theory.state_dict() if theory is not None else None,
@@ -223,8 +226,9 @@ class Trainer:
             keep = steps <= len(theory.lrs)
             steps, loss = steps[keep], loss[keep]
             a, b = bound_terms("C3", theory.lrs, theory.grad_sqs, steps)
-        # D held at the task's exact D where it knows it (with a near-constant b_T, M and a free D trade off)
-        fit = fit_bound(loss, a, b, D=theory.task_D, diverge_above=self.cfg.diverge_above)
+        # D free: the overlay should follow the curve (with the task's exact D held fixed, the 1/S1 shape of [C1]
+        # misses fast early progress, e.g. full-batch runs converging linearly); `D` in the fit is the effective D
+        fit = fit_bound(loss, a, b, diverge_above=self.cfg.diverge_above)
         out = {"target": target, **fit.to_dict()}
         atomic_write_text(self.run_dir / "theory_fit.json", json.dumps(
             {**out, "bound": theory.kind, "steps": steps.tolist(), "observed": [v if math.isfinite(v) else None for v in loss.tolist()],
@@ -240,12 +244,17 @@ class Trainer:
                   f"(delete the directory or pick another hydra.run.dir to train again)", file=sys.stderr)
             return summary
         self.device = resolve_device(cfg.device)
+        self.dist, self.device = distributed.setup(self.device)
+        if not self.dist.is_main:       # data parallel: only rank 0 writes the record, checkpoints and to W&B
+            self.record = RunRecord(self.run_dir, writable=False)
+            self.sink = NullSink()
         previous_handlers = self._install_signal_handlers()     # a signal during setup is honoured after it
         try:
             return self._run(summary)
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
+            distributed.teardown(self.dist)
 
     def _run(self, summary: dict | None) -> dict:
         cfg = self.cfg
@@ -270,15 +279,17 @@ class Trainer:
         requeues = (summary or {}).get("resumes", 0) + (1 if resumed else 0)
         n_params = sum(p.numel() for p in model.parameters())
         self.record.write_summary("running", steps_done=start, total_steps=cfg.steps, resumes=requeues,
-                                  device=str(self.device), parameters=n_params, task=self.task.summary(),
+                                  device=str(self.device), world_size=self.dist.world if self.dist.active else None,
+                                  parameters=n_params, task=self.task.summary(),
                                   theory=theory.summary() if theory is not None else None, error=None)
         forward = torch.compile(model) if cfg.compile else model
+        distributed.broadcast_parameters(self.dist, model)
         if hasattr(opt, "train"):
             opt.train()
         model.train()
         self.sink.start(self.run_dir, self.run_config, group=self.group, job_type=self.task.name,
                         name=self.run_name)
-        progress = Progress(cfg.steps, start, cfg.log_every_s, desc=self.run_name)
+        progress = Progress(cfg.steps, start, cfg.log_every_s, desc=self.run_name, enabled=self.dist.is_main)
         wants_loss = bool(getattr(opt, "needs_loss", False))
         params = [p for p in model.parameters() if p.requires_grad]
         status, last, started = "completed", {}, time.time()
@@ -294,10 +305,12 @@ class Trainer:
         try:
             for step in range(start + 1, cfg.steps + 1):
                 t0 = time.perf_counter()
-                batch = self.task.batch(step - 1)
+                batch = distributed.shard(self.task.batch(step - 1), self.dist)
                 with self._autocast():
                     loss, lower_bound = self.task.loss(forward, batch)
-                loss_value = loss.item()
+                # one all-reduce with N processes: the mean loss and ℓ*, and whether any rank was asked to stop
+                loss_value, lower_bound, stop_now = distributed.reduce_step(
+                    self.dist, loss, lower_bound, self._stop_signal is not None, self.device)
                 if first_loss is None:
                     first_loss = abs(loss_value) if math.isfinite(loss_value) else None
                 if self._diverged(loss_value, first_loss):
@@ -309,6 +322,7 @@ class Trainer:
                     break
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.average_gradients(self.dist, params)
                 grads = [p.grad for p in params if p.grad is not None]
                 if cfg.grad_clip:
                     norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -320,7 +334,7 @@ class Trainer:
                     used_grad_sq = grad_norm_sq
                 lr_before = opt.param_groups[0]["lr"]
                 if wants_loss:
-                    lb = 0.0 if lower_bound is None else float(lower_bound)
+                    lb = 0.0 if lower_bound is None else lower_bound
                     opt.step(loss=loss_value, lower_bound=lb)
                 else:
                     opt.step()
@@ -348,11 +362,13 @@ class Trainer:
                     self._save(step, model, opt, sched, theory)
                     self.task.persist()
                     self.record.write_summary("running", steps_done=step)
-                if self._stop_signal is not None and step < cfg.steps:
+                if not self.dist.active:      # one process: a signal that came during this step stops here
+                    stop_now = self._stop_signal is not None
+                if stop_now and step < cfg.steps:
                     self._save(step, model, opt, sched, theory)
                     self.task.persist()
                     status = "preempted"
-                    name = signal.Signals(self._stop_signal).name
+                    name = signal.Signals(self._stop_signal).name if self._stop_signal else "a stop request (another rank)"
                     print(f"sfbench: {name} received; checkpointed at step {step} — run the same command again "
                           f"to resume", file=sys.stderr)
                     break
@@ -367,7 +383,8 @@ class Trainer:
         if status == "completed":
             if hasattr(opt, "eval"):
                 opt.eval()
-            _atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")   # the model at x
+            if self.dist.is_main:
+                _atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")   # the model at x
             if hasattr(opt, "train"):
                 opt.train()
         final = {k: v for k, v in last.items() if k != "step" and not k.startswith("time/")}
@@ -375,7 +392,7 @@ class Trainer:
         theory_summary = None
         if theory is not None:
             theory_summary = theory.summary()
-            if status in ("completed", "diverged"):
+            if status in ("completed", "diverged") and self.dist.is_main:
                 theory_summary["fit"] = self._fit_theory(theory)
         summary = self.record.write_summary(status, steps_done=steps_done, final=final,
                                             wall_s=time.time() - started, task=self.task.summary(),

@@ -137,7 +137,8 @@ class DistillTask(Task):
             return self._objective(logits_of(model, x), teacher_logits, y), 0.0
         # objective=ce: the teacher is queried only for ℓ*, its CE on this batch; cached per step (fp32 only:
         # autocast would change the value), so runs that share data, seed and batch shape pay for it once.
-        cacheable = not torch.is_autocast_enabled(x.device.type)
+        # only whole batches are cached: a data-parallel shard (fewer rows) is another batch with the same step
+        cacheable = not torch.is_autocast_enabled(x.device.type) and x.shape[0] == self.batch_size
         lower_bound = self.lower_bounds.get(step) if cacheable else None
         if lower_bound is None:
             with torch.no_grad():

@@ -56,13 +56,19 @@ def _plain(value: Any) -> Any:
 class RunRecord:
     """Writer of one run directory (DESIGN.md "Run directory")."""
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, writable: bool = True):
+        """`writable=False`: a reader that ignores writes (the other ranks of a data-parallel run: only rank 0 writes);
+        `write_summary` then returns what the summary would be without writing it."""
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.writable = writable
+        if writable:
+            self.dir.mkdir(parents=True, exist_ok=True)
         self._metrics = None
 
     # -- config ------------------------------------------------------------------------------------------------------
     def write_config(self, config: Mapping[str, Any]) -> None:
+        if not self.writable:
+            return
         atomic_write_text(self.dir / CONFIG, yaml.safe_dump(dict(config), sort_keys=False))
 
     def read_config(self) -> dict:
@@ -73,6 +79,8 @@ class RunRecord:
         """Append one line (must contain `step`) and flush it to the OS, so a killed run loses at most this line."""
         if "step" not in metrics:
             raise ValueError(f"a metrics line needs a 'step' key; got keys {sorted(metrics)}")
+        if not self.writable:
+            return
         if self._metrics is None:
             self._metrics = open(self.dir / METRICS, "a", encoding="utf-8")
         self._metrics.write(json.dumps({k: _plain(v) for k, v in metrics.items()}) + "\n")
@@ -82,7 +90,7 @@ class RunRecord:
         """Keep only the lines with `step` ≤ `step` (and drop a torn last line); returns how many lines were kept."""
         self.close()
         path = self.dir / METRICS
-        if not path.exists():
+        if not path.exists() or not self.writable:
             return 0
         kept = [row for row in iter_metrics(path) if row["step"] <= step]
         atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
@@ -101,6 +109,8 @@ class RunRecord:
         summary = read_summary(self.dir) or {}
         summary.update({k: _plain(v) for k, v in fields.items()}, status=status, updated=time.time())
         summary = {k: v for k, v in summary.items() if v is not None}      # a field set to None is removed
+        if not self.writable:
+            return summary
         atomic_write_text(self.dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         return summary
 

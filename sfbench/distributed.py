@@ -1,0 +1,148 @@
+"""Data-parallel training with torch.distributed: `torchrun --nproc_per_node=N -m sfbench …`, or N Slurm tasks.
+
+The trainer stays one loop; what changes with N > 1 processes (DESIGN.md "One step of the loop"):
+
+- **Process group** from the environment: torchrun's `RANK`/`WORLD_SIZE`/`LOCAL_RANK`/`MASTER_ADDR`/`MASTER_PORT`,
+  or, under Slurm with several tasks (`tasks_per_node` in the launcher, `srun`), submitit's
+  `TorchDistributedEnvironment`, which derives them from the Slurm variables. NCCL on GPUs (one per local rank),
+  gloo on CPU.
+- **Data sharded, not duplicated**: every rank computes the step's global batch indices from (seed, step) — batches
+  are a pure function of the step — and keeps its own contiguous 1/N of the rows (`shard`), so each sample is
+  forwarded once. The batch size must be divisible by N.
+- **Gradients** are averaged after backward by one all-reduce per dtype over a flat buffer (`average_gradients`);
+  since every rank's loss is the mean over an equal shard, that is the global batch's mean gradient and every rank
+  takes the same optimizer step. Not `DistributedDataParallel`: its hooks live in the module's forward, and tasks may
+  compute their loss from the parameters directly (the testbeds do); the price is no overlap of the all-reduce with
+  backward. BatchNorm running statistics stay per rank during training (rank 0's are checkpointed); evaluation
+  recomputes them at x on the same batches on every rank.
+- **Scalars kept consistent**: the loss, SF-Polyak's lower bound ℓ* (both averaged over ranks, so [B1] sees the
+  global batch's loss and bound) and the stop request (a signal seen by any rank) go through one all-reduce per
+  step, so every rank takes the same step size, diverges or stops at the same step.
+- **Evaluation** runs on every rank (the SF `eval()`/`train()` swaps are not exact floating-point round trips, so
+  all ranks must do them together to keep identical parameters); only rank 0 writes the run record, checkpoints,
+  `model.pt` and to W&B.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .tasks.base import ConfigError
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _slurm_tasks() -> int:
+    try:
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    except ValueError:
+        return 1
+
+
+def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the process group the environment describes (if any); returns it and this rank's device."""
+    if "WORLD_SIZE" not in os.environ and _slurm_tasks() > 1:
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    initialized_here = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        initialized_here = True
+    return DistInfo(rank, world, local_rank, initialized_here), device
+
+
+def teardown(info: DistInfo) -> None:
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(batch: Any, info: DistInfo) -> Any:
+    """This rank's rows of a batch: tensors (and tensors inside tuples, lists, dicts) split along dim 0 into equal
+    contiguous parts; other values (a step number, None for full-batch testbeds) are kept as they are."""
+    if not info.active or batch is None:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        if batch.dim() == 0:
+            return batch
+        n = batch.shape[0]
+        if n % info.world:
+            raise ConfigError(f"the batch has {n} rows, which {info.world} processes can't share equally; make the "
+                              f"batch size a multiple of the number of processes")
+        part = n // info.world
+        return batch[info.rank * part:(info.rank + 1) * part]
+    if isinstance(batch, tuple):
+        return tuple(shard(b, info) for b in batch)
+    if isinstance(batch, list):
+        return [shard(b, info) for b in batch]
+    if isinstance(batch, dict):
+        return {k: shard(v, info) for k, v in batch.items()}
+    return batch
+
+
+def reduce_step(info: DistInfo, loss: torch.Tensor, lower_bound: Any, stop: bool,
+                device: torch.device) -> tuple[float, float | None, bool]:
+    """One all-reduce per step: the mean loss, the mean ℓ* (None if the task gives none) and whether any rank was
+    asked to stop."""
+    if not info.active:
+        lb = None if lower_bound is None else float(lower_bound)
+        return loss.item(), lb, stop
+    values = torch.tensor([float(loss.detach()), 0.0 if lower_bound is None else float(lower_bound), float(stop)],
+                          dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    mean_loss, mean_lb, stops = values.tolist()
+    return mean_loss / info.world, None if lower_bound is None else mean_lb / info.world, stops > 0
+
+
+def broadcast_parameters(info: DistInfo, model: torch.nn.Module) -> None:
+    """Rank 0's initial parameters and buffers everywhere (they are seeded alike already; this makes it certain)."""
+    if not info.active:
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(info: DistInfo, params: list[torch.Tensor]) -> None:
+    """Replace each gradient by its mean over the ranks: one all-reduce per dtype over a flat copy."""
+    if not info.active:
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in params:
+        if p.grad is None:          # every rank must take part in the same reductions: a missing grad counts as 0
+            p.grad = torch.zeros_like(p)
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat.div_(info.world)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
