@@ -55,9 +55,10 @@ class OnlineBound:
     def _distance(self) -> float:
         if hasattr(self.opt, "distance_sq_at_x"):
             return math.sqrt(self.opt.distance_sq_at_x(self.origin))
-        params = [p for g in self.opt.param_groups for p in g["params"]]
-        with torch.no_grad():
-            return math.sqrt(sum(float((p.detach() - o).double().square().sum()) for p, o in zip(params, self.origin)))
+        params = [p.detach() for g in self.opt.param_groups for p in g["params"]]
+        with torch.no_grad():       # multi-tensor ops, one host sync
+            norms = torch._foreach_norm(torch._foreach_sub(params, self.origin))
+            return math.sqrt(float(torch.stack(norms).double().square().sum())) if norms else 0.0
 
     def after_step(self, step: int, lr: float, grad_sq: float, force: bool = False) -> dict[str, float]:
         """Call after optimizer step `step` (1-based) taken with step size `lr`; `grad_sq` = ‖g‖² actually used

@@ -131,3 +131,28 @@ def test_fused_polyak_half_precision():
     w.grad = torch.full_like(w, 2.0)
     opt.step(loss=400_000.0)
     assert opt.param_groups[0]["last_lr"] == pytest.approx(0.5, rel=1e-3)
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0], ids=["beta0.9", "beta0"])
+def test_fused_adam_reports_the_same_preconditioned_norm(momentum):
+    """[C1]'s ‖g‖²_P comes out of the update kernel itself (`sf_update_gpg`): compiled and eager agree, and the
+    parameters equal those of a run that doesn't ask for it."""
+    models = [make_model(torch.float64) for _ in range(3)]
+    opts = [SFAdamW(m.parameters(), lr=0.01, betas=(momentum, 0.999), weighting="lr", fused=f)
+            for m, f in zip(models, (True, False, False))]
+    opts[0].record_grad_sq = opts[1].record_grad_sq = True
+    seen = [[], []]
+    for t in range(6):
+        g = torch.Generator().manual_seed(t)
+        inp, target = torch.randn(16, 6, generator=g, dtype=torch.float64), torch.randn(16, 3, generator=g,
+                                                                                        dtype=torch.float64)
+        for i, (m, o) in enumerate(zip(models, opts)):
+            o.zero_grad()
+            ((m(inp) - target) ** 2).mean().backward()
+            o.step()
+            if i < 2:
+                seen[i].append(o.last_grad_sq_P)
+    assert opts[2].last_grad_sq_P is None and all(v > 0 for v in seen[1])
+    assert seen[0] == pytest.approx(seen[1], rel=1e-10)
+    for a, b in zip(models[1].parameters(), models[2].parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -312,8 +312,11 @@ class ScheduleFreeBase(Optimizer):
         self.last_grad_sq_P = None
         if self.param_groups and self.param_groups[0]["lr_rule"] == "polyak":
             polyak_step = self._polyak_step(work, loss, lower_bound)
-        elif self.record_grad_sq:
+        elif self.record_grad_sq and not self._adam:     # P = I: the plain sum of squares
             self.last_grad_sq_P = self._grad_sq_P(work)
+        # Adam base: the update kernels return ‖g‖²_P as a by-product (`*_gpg`), summed below
+        with_gpg = self.record_grad_sq and self._adam and polyak_step is None
+        gpg_parts = []
 
         for group_index, (group, by_device) in enumerate(work):
             if polyak_step is None:
@@ -326,15 +329,20 @@ class ScheduleFreeBase(Optimizer):
             for device, lists in by_device.items():
                 vs = lists["v"] if self._adam else None
                 key = (group_index, str(device), tuple(lists["index"]))
+                suffix = "_gpg" if with_gpg else ""
                 if lists["u"]:
-                    self._run("sf_update", key, lists["y"], lists["g"], lists["u"], vs,
-                              scalars=(c, -lr * (1 - beta * (1 - c)), -lr * beta * (1 - c), wd, beta2, bc2, eps))
+                    out = self._run("sf_update" + suffix, key, lists["y"], lists["g"], lists["u"], vs,
+                                    scalars=(c, -lr * (1 - beta * (1 - c)), -lr * beta * (1 - c), wd, beta2, bc2, eps))
+                    gpg_parts.append(out)
                 if lists["x"]:
-                    self._run("sf_update_beta0", key, lists["y"], lists["g"], lists["x"], vs,
-                              scalars=(c, lr, wd, beta2, bc2, eps))
+                    out = self._run("sf_update_beta0" + suffix, key, lists["y"], lists["g"], lists["x"], vs,
+                                    scalars=(c, lr, wd, beta2, bc2, eps))
+                    gpg_parts.append(out)
             group["k"] += 1
             group["last_lr"] = lr
             group["last_c"] = c
+        if with_gpg:
+            self.last_grad_sq_P = float(sum(float(t) for t in gpg_parts if t is not None))
         return closure_loss
 
     def _polyak_step(self, work: list, loss: Any, lower_bound: Any) -> float:
@@ -366,42 +374,49 @@ class ScheduleFreeBase(Optimizer):
     # -- what the theory needs ([C1]) ---------------------------------------------------------------------------------
 
     def _grad_sq_P(self, work: list) -> float:
-        """‖g_t‖²_{P_t} over all groups, before the update writes anything (the [B1] reduction without ⟨g, u⟩)."""
-        total = 0.0
-        for group_index, (group, by_device) in enumerate(work):
-            beta2, bc2, eps = self._adam_scalars(group)
-            for device, lists in by_device.items():
-                if not lists["g"]:
-                    continue
-                if not self._adam:       # P = I: a plain sum of squares, no kernel of our own needed
-                    total += float(torch.stack(torch._foreach_norm(lists["g"])).double().square().sum())
-                    continue
-                # fused: the compiled reduction; eager: `foreach_polyak_sums`, multi-tensor ops
-                key = (group_index, str(device), tuple(lists["index"]))
-                total += self._run("polyak_sums", key, lists["g"], None, lists["v"],
-                                   scalars=(beta2, bc2, eps)).tolist()[0]
-        return total
+        """‖g_t‖² over all groups for the SGD base (P = I); the Adam base gets ‖g_t‖²_{P_t} from its update kernel."""
+        norms = [n for _, by_device in work for lists in by_device.values() if lists["g"]
+                 for n in torch._foreach_norm(lists["g"])]
+        return float(sum(float(n.double().square()) for n in norms)) if norms else 0.0
 
     @torch.no_grad()
     def distance_sq_at_x(self, origin: list[torch.Tensor]) -> float:
         """‖x − origin‖² in float64, with x the averaged point [A4] (recovered as in `eval`, nothing written).
 
         `origin` lists one tensor per parameter, in the order of `param_groups` (e.g. copies of the initial
-        parameters: a trainer logs the distance travelled by x as its estimate of D in [C1]).
+        parameters: a trainer logs the distance travelled by x as its estimate of D in [C1]). Multi-tensor ops per
+        (group, storage kind), one host sync in all.
         """
-        total = torch.zeros((), dtype=torch.float64)
         params = [(group, p) for group in self.param_groups for p in group["params"]]
         if len(origin) != len(params):
             raise ValueError(f"origin has {len(origin)} tensors; the optimizer has {len(params)} parameters")
-        for (group, p), o in zip(params, origin):
-            state, diff = self.state[p], p.detach() - o
-            if group["train_mode"] and "x" in state:
-                diff = state["x"] - o
-            elif group["train_mode"] and "u" in state and self._beta(group) < 1:
-                beta = self._beta(group)
-                diff = diff.sub_(state["u"], alpha=(1 - beta) / beta)
-            total += diff.double().square().sum().cpu()
-        return float(total)
+        sums = []
+        for group_index, group in enumerate(self.param_groups):
+            beta = self._beta(group)
+            plain, plain_o, with_u, with_u_o, us = [], [], [], [], []
+            start = sum(len(g["params"]) for g in self.param_groups[:group_index])
+            for p, o in zip(group["params"], origin[start:start + len(group["params"])]):
+                state = self.state[p]
+                if group["train_mode"] and "x" in state:
+                    plain.append(state["x"])
+                    plain_o.append(o)
+                elif group["train_mode"] and "u" in state and beta < 1:
+                    with_u.append(p.detach())
+                    with_u_o.append(o)
+                    us.append(state["u"])
+                else:
+                    plain.append(p.detach())
+                    plain_o.append(o)
+            if plain:
+                sums += torch._foreach_norm(torch._foreach_sub(plain, plain_o))
+            if with_u:
+                diffs = torch._foreach_sub(with_u, with_u_o)           # x − o = (y − o) − ((1 − β)/β) u
+                torch._foreach_add_(diffs, us, alpha=-(1 - beta) / beta)
+                sums += torch._foreach_norm(diffs)
+        if not sums:
+            return 0.0
+        return float(torch.stack([n.double().cpu() for n in sums]).square().sum()) if len({n.device for n in sums}) > 1 \
+            else float(torch.stack(sums).double().square().sum())
 
 
 def _is_compile_failure(err: Exception) -> bool:

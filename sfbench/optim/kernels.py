@@ -55,6 +55,34 @@ def sf_update_beta0(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors | None, c
         x.add_(c * (y - x))
 
 
+def sf_update_gpg(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors, c, ay, au, wd, beta2, bc2, eps) -> torch.Tensor:
+    """`sf_update` (Adam base) that also returns ‖g‖²_{P_t} = Σ g²/D_t (float64), summed in the same pass over g and
+    D_t that the update makes anyway — what [C1] needs per step, for the price of a multiply and a sum per tensor."""
+    total = torch.zeros((), dtype=torch.float64, device=gs[0].device)
+    for i in range(len(ys)):
+        y, g, u, v = ys[i], gs[i], us[i], vs[i]
+        v.mul_(beta2).add_((1 - beta2) * g * g)
+        pg = g / ((v / bc2).sqrt() + eps)
+        total = total + (_acc(g) * _acc(pg)).sum().to(torch.float64)
+        d = pg + wd * y
+        y.add_(c * u + ay * d)
+        u.mul_(1 - c).add_(au * d)
+    return total
+
+
+def sf_update_beta0_gpg(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors, c, lr, wd, beta2, bc2, eps) -> torch.Tensor:
+    """`sf_update_beta0` (Adam base) that also returns ‖g‖²_{P_t}, as `sf_update_gpg`."""
+    total = torch.zeros((), dtype=torch.float64, device=gs[0].device)
+    for i in range(len(ys)):
+        y, g, x, v = ys[i], gs[i], xs[i], vs[i]
+        v.mul_(beta2).add_((1 - beta2) * g * g)
+        pg = g / ((v / bc2).sqrt() + eps)
+        total = total + (_acc(g) * _acc(pg)).sum().to(torch.float64)
+        y.sub_(lr * (pg + wd * y))
+        x.add_(c * (y - x))
+    return total
+
+
 def _acc(t: torch.Tensor) -> torch.Tensor:
     """The tensor in a dtype fit for summing millions of squares: float16/bfloat16 would overflow or round badly."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
