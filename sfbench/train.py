@@ -127,6 +127,11 @@ class Trainer:
         self._stop_signal: int | None = None
 
     # -- signals -----------------------------------------------------------------------------------------------------
+    @property
+    def stop_signal(self) -> int | None:
+        """The signal that stopped the run (SIGTERM / SIGUSR2), if one did: the CLI hands it on to submitit."""
+        return self._stop_signal
+
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
             return {}
