@@ -1,7 +1,7 @@
 """Launch overhead on Slurm: time from submission to the first training step, and a sweep's wall time.
 
     sudo slurm/local-cluster.sh start          # a one-node cluster on this machine (or run on a real cluster)
-    python scripts/bench_slurm.py [--repeats 3] [--write docs/slurm_bench.md]
+    python scripts/bench_slurm.py [--repeats 3] [--write PAGE.md]   # results kept in docs/benchmarks.md
 
 Measured, for one `task=logreg` run (start-up dominated; the training itself is ~0.3 s):
 
