@@ -244,7 +244,8 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
     volatile = ("trainer.device", "trainer.log_every_s", "logger.", "choices.logger")
     a = {k: v for k, v in flatten(old).items() if not k.startswith(volatile)}
     b = {k: v for k, v in flatten(resolved).items() if not k.startswith(volatile)}
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    # a setting the old record lacks was added by a newer sfbench (e.g. trainer.theory): not a different run
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k in a)
     if diff:
         print(f"sfbench: error: {run_dir} holds a run with a different configuration (differs at: "
               f"{', '.join(diff[:5])}); pick another directory with hydra.run.dir=… or remove it", file=sys.stderr)
@@ -576,10 +577,16 @@ def _slurm_queue() -> dict[str, tuple[str, str]]:
     try:
         out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%Z"], capture_output=True,
                              text=True, timeout=120)
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    except (OSError, subprocess.SubprocessError) as err:
+        out, why = None, str(err)
+    if out is None or out.returncode != 0:
+        # Failing open would resubmit runs whose jobs are alive: two jobs writing one run directory. Stop instead.
+        why = why if out is None else (out.stderr.strip() or f"exit status {out.returncode}")
+        print(f"sfbench: error: squeue failed ({why}); can't tell which runs of this sweep still have a job queued or "
+              f"running, so nothing was submitted. Try again when squeue answers.", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     jobs = {}
-    for line in out.stdout.splitlines() if out.returncode == 0 else []:
+    for line in out.stdout.splitlines():
         job_id, state, workdir = (line.split("|", 2) + ["", ""])[:3]
         jobs[job_id] = (state, workdir)
     return jobs

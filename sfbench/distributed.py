@@ -18,6 +18,8 @@ The trainer stays one loop; what changes with N > 1 processes (DESIGN.md "One st
 - **Scalars kept consistent**: the loss, SF-Polyak's lower bound ℓ* (both averaged over ranks, so [B1] sees the
   global batch's loss and bound) and the stop request (a signal seen by any rank) go through one all-reduce per
   step, so every rank takes the same step size, diverges or stops at the same step.
+- **Stopping**: the stop flag is sampled before backward, so a signal that lands after that step's all-reduce is
+  acted on at the end of the next step — budget two steps (plus an evaluation) in `signal_delay_s`.
 - **Evaluation** runs on every rank (the SF `eval()`/`train()` swaps are not exact floating-point round trips, so
   all ranks must do them together to keep identical parameters); only rank 0 writes the run record, checkpoints,
   `model.pt` and to W&B.
@@ -52,8 +54,10 @@ class DistInfo:
 
 
 def _slurm_tasks() -> int:
+    """Tasks of the Slurm *step* this process belongs to (srun, submitit's jobs): not SLURM_NTASKS, which a batch
+    shell of a multi-task allocation also sees — one process there must not wait for ranks that never start."""
     try:
-        return int(os.environ.get("SLURM_NTASKS", "1"))
+        return int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
     except ValueError:
         return 1
 
@@ -129,13 +133,35 @@ def broadcast_parameters(info: DistInfo, model: torch.nn.Module) -> None:
             dist.broadcast(t.data, src=0)
 
 
+def agree(info: DistInfo, value: int, what: str, device: torch.device) -> int:
+    """Rank 0's `value`, checked to be every rank's (e.g. the step a resumed run starts from): a mismatch is an
+    error, not a silent divergence of the ranks."""
+    if not info.active:
+        return value
+    t = torch.tensor([value, -value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if t[0].item() != value or -t[1].item() != value:
+        raise RuntimeError(f"the {info.world} processes disagree on {what} (this rank: {value}, range "
+                           f"{-t[1].item():g}…{t[0].item():g}); is the run directory on a file system all nodes see "
+                           f"the same way?")
+    return value
+
+
 def average_gradients(info: DistInfo, params: list[torch.Tensor]) -> None:
-    """Replace each gradient by its mean over the ranks: one all-reduce per dtype over a flat copy."""
+    """Replace each gradient by its mean over the ranks: one all-reduce per dtype over a flat copy.
+
+    A parameter without a gradient on every rank keeps `grad = None` (the SF optimizers then leave it and its state
+    alone, as in one process); one with a gradient on some ranks only counts 0 on the others."""
     if not info.active:
         return
+    device = params[0].device if params else torch.device("cpu")
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    dist.all_reduce(has)
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for p in params:
-        if p.grad is None:          # every rank must take part in the same reductions: a missing grad counts as 0
+    for p, n in zip(params, has.tolist()):
+        if n == 0:
+            continue
+        if p.grad is None:
             p.grad = torch.zeros_like(p)
         by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
     for grads in by_dtype.values():

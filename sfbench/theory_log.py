@@ -14,6 +14,9 @@ once per step, at the cost of a few scalars:
   travelled by x so far, `max_{s ≤ t} ‖x_s − x_0‖` (DoG's r̄ estimate), measured every `d_every` steps and at every
   evaluation — the origin x_0 is a copy of the initial parameters (one extra copy of the model in memory).
 
+The step size is the first parameter group's (`lr` as logged); with per-group learning rates the bound is that of
+the first group's schedule.
+
 Logged keys (DESIGN.md metric contract): `theory/S1`, `theory/S2`, `theory/grad_sq`, `theory/D`, `theory/bound`.
 The state (sums, history, r̄) goes into the checkpoint so a resumed run's bound equals an uninterrupted one's.
 """

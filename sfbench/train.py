@@ -229,6 +229,10 @@ class Trainer:
                 a, b = 1.0 / (2.0 * s1), s2 / (2.0 * s1)
         else:
             keep = steps <= len(theory.lrs)
+            if keep.sum() > 500:    # [C3] is O(T) per horizon: fit on ~500 of them, not every logged step
+                idx = np.flatnonzero(keep)
+                keep = np.zeros_like(keep)
+                keep[idx[np.unique(np.linspace(0, len(idx) - 1, 500).round().astype(int))]] = True
             steps, loss = steps[keep], loss[keep]
             a, b = bound_terms("C3", theory.lrs, theory.grad_sqs, steps)
         # D free: the overlay should follow the curve (with the task's exact D held fixed, the 1/S1 shape of [C1]
@@ -281,6 +285,7 @@ class Trainer:
         else:
             self.record.truncate_after(0)       # a run that died before its first checkpoint starts clean
             self.record.write_config(self.run_config)
+        start = distributed.agree(self.dist, start, "the step to resume from", self.device)
         requeues = (summary or {}).get("resumes", 0) + (1 if resumed else 0)
         n_params = sum(p.numel() for p in model.parameters())
         self.record.write_summary("running", steps_done=start, total_steps=cfg.steps, resumes=requeues,
@@ -300,7 +305,8 @@ class Trainer:
         status, last, started = "completed", {}, time.time()
         first_loss = self.record.read_summary().get("first_loss") if resumed else None
         step = start
-        if self._stop_signal is not None:             # asked to stop while setting up
+        if self._stop_signal is not None and not self.dist.active:   # asked to stop while setting up
+            # (several processes: the first step's all-reduce carries the flag, so every rank stops together)
             self.record.write_summary("preempted", steps_done=start)
             self.sink.finish("preempted")
             self.record.close()

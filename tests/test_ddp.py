@@ -68,3 +68,33 @@ def test_shard_splits_tensors_in_structures():
     assert shard(None, DistInfo(rank=1, world=2)) is None
     both = [shard({"x": x}, DistInfo(rank=r, world=2))["x"] for r in range(2)]
     assert torch.equal(torch.cat(both), x)                    # sharded, not duplicated
+
+
+def _grad_worker(rank, world, init_file, out_file):
+    import torch.distributed as dist
+
+    from sfbench.distributed import DistInfo, average_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        always, sometimes, never = (torch.nn.Parameter(torch.zeros(3, dtype=torch.float64)) for _ in range(3))
+        always.grad = torch.full((3,), float(rank + 1), dtype=torch.float64)      # ranks: 1, 2 → mean 1.5
+        if rank == 0:
+            sometimes.grad = torch.full((3,), 4.0, dtype=torch.float64)           # only rank 0: mean 2.0
+        average_gradients(DistInfo(rank=rank, world=world), [always, sometimes, never])
+        torch.save({"always": always.grad, "sometimes": sometimes.grad, "never": never.grad}, f"{out_file}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_average_gradients_keeps_missing_gradients_missing(tmp_path):
+    """A parameter no rank has a gradient for stays `grad=None` (the SF optimizers leave it alone, as in one process);
+    one with a gradient on some ranks is averaged with zeros elsewhere; the rest is the plain mean."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_grad_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out")), nprocs=2, join=True)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"out.{rank}")
+        assert torch.equal(got["always"], torch.full((3,), 1.5, dtype=torch.float64))
+        assert torch.equal(got["sometimes"], torch.full((3,), 2.0, dtype=torch.float64))
+        assert got["never"] is None

@@ -377,7 +377,11 @@ class ScheduleFreeBase(Optimizer):
         """‖g_t‖² over all groups for the SGD base (P = I); the Adam base gets ‖g_t‖²_{P_t} from its update kernel."""
         norms = [n for _, by_device in work for lists in by_device.values() if lists["g"]
                  for n in torch._foreach_norm(lists["g"])]
-        return float(sum(float(n.double().square()) for n in norms)) if norms else 0.0
+        if not norms:
+            return 0.0
+        if len({n.device for n in norms}) > 1:
+            norms = [n.cpu() for n in norms]
+        return float(torch.stack(norms).double().square().sum())
 
     @torch.no_grad()
     def distance_sq_at_x(self, origin: list[torch.Tensor]) -> float:

@@ -96,7 +96,10 @@ def predict_command(args) -> None:
     D, G, sources = args.D, args.G, {"D": "--D", "G": "--G"}
     pilot = None
     if D is None or G is None:
-        pilot = _pilot(cfg, parts, min(args.pilot_steps, T))
+        try:
+            pilot = _pilot(cfg, parts, min(args.pilot_steps, T))
+        except ConfigError as err:      # found while loading data or a teacher
+            _fail(str(err))
         if D is None:
             D, sources["D"] = pilot["D"], ("task (exact)" if pilot["D_source"] == "task"
                                            else f"distance travelled in a {pilot['steps']}-step pilot")
