@@ -349,3 +349,26 @@ def test_load_model_at_x_from_a_checkpoint_equals_the_final_model(in_run_env):
     assert all(torch.equal(final[k], v) for k, v in model.state_dict().items())
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert any(not torch.equal(checkpoint[k], final[k]) for k in final)     # y ≠ x: the test can tell them apart
+
+
+def test_run_directory_with_another_config_is_refused_but_new_settings_are_not(in_run_env, capsys):
+    """Re-running into a run directory checks its config.yaml: a changed value is refused (exit 2, nothing touched);
+    a setting the old record lacks (added by a newer sfbench, e.g. trainer.theory) is not a different run."""
+    import yaml
+
+    args = ["task=logreg", "logger=none", "trainer.steps=5", "hydra.run.dir=runs/r"]
+    assert run_cli(args) == 0
+    config_path = in_run_env / "runs" / "r" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    del config["trainer"]["theory"], config["trainer"]["theory_d_every"]
+    config_path.write_text(yaml.safe_dump(config))
+    capsys.readouterr()
+    assert run_cli(args) == 0
+    assert "already finished" in capsys.readouterr().err
+    config["task"]["n"] = 123
+    config_path.write_text(yaml.safe_dump(config))
+    before = (in_run_env / "runs" / "r" / "summary.json").read_text()
+    assert run_cli(args) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "task.n" in err
+    assert (in_run_env / "runs" / "r" / "summary.json").read_text() == before

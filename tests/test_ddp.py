@@ -98,3 +98,38 @@ def test_average_gradients_keeps_missing_gradients_missing(tmp_path):
         assert torch.equal(got["always"], torch.full((3,), 1.5, dtype=torch.float64))
         assert torch.equal(got["sometimes"], torch.full((3,), 2.0, dtype=torch.float64))
         assert got["never"] is None
+
+
+def test_signal_to_one_rank_stops_both_and_the_run_resumes(tmp_path, sfbench_env):
+    """SIGTERM to a single worker: the stop flag is all-reduced, so both ranks checkpoint at the same step (no hang);
+    the same command then resumes and completes, with the same losses as an uninterrupted run."""
+    import os
+    import signal
+    import time
+
+    from conftest import subprocess_env
+
+    env = subprocess_env(sfbench_env)
+    args = ["task=logreg", "task.batch_size=32", "opt=sf_polyak", "logger=none", "trainer.steps=3000",
+            "trainer.eval_every=0", "trainer.ckpt_every=0"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sfbench",
+           *args, f"hydra.run.dir={tmp_path / 'cut'}"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 50):
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    os.kill(int(workers[1]), signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["status"] == "preempted" and 0 < summary["steps_done"] < 3000, summary
+    resumed = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumes"] == 1
+    full = launch(tmp_path, "full", ["opt=sf_polyak", "trainer.steps=3000", "trainer.eval_every=0",
+                                     "trainer.ckpt_every=0"], 2, env)
+    assert [r["train/loss"] for r in rows(tmp_path / "cut")] == [r["train/loss"] for r in rows(full)]
