@@ -55,6 +55,43 @@ def sf_update_beta0(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors | None, c
         x.add_(c * (y - x))
 
 
+def _foreach_direction(ys: Tensors, gs: Tensors, vs: Tensors | None, wd, beta2, bc2, eps,
+                       gpg: list | None = None) -> Tensors:
+    """`_direction` for all tensors at once (multi-tensor ops: a few launches/dispatches in all, not per tensor).
+    With `gpg` (a list, Adam base), appends ‖g‖²_P = Σ g·(P g) as a float64 tensor, from P g before weight decay."""
+    if vs is None:
+        return torch._foreach_add(gs, ys, alpha=wd) if wd else list(gs)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
+    denom = torch._foreach_div(vs, bc2)
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    d = torch._foreach_div(gs, denom)
+    if gpg is not None:
+        gpg.append(_gpg_foreach(gs, d))
+    if wd:
+        torch._foreach_add_(d, ys, alpha=wd)
+    return d
+
+
+def foreach_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None, c, ay, au, wd, beta2, bc2,
+                   eps) -> None:
+    """`sf_update` with multi-tensor ops: the eager default (`foreach=None/True`); same math, other rounding order."""
+    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps)
+    torch._foreach_add_(ys, us, alpha=c)
+    torch._foreach_add_(ys, d, alpha=ay)
+    torch._foreach_mul_(us, 1 - c)
+    torch._foreach_add_(us, d, alpha=au)
+
+
+def foreach_update_beta0(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors | None, c, lr, wd, beta2, bc2,
+                         eps) -> None:
+    """`sf_update_beta0` with multi-tensor ops."""
+    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps)
+    torch._foreach_add_(ys, d, alpha=-lr)
+    torch._foreach_add_(xs, torch._foreach_sub(ys, xs), alpha=c)
+
+
 def sf_update_gpg(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors, c, ay, au, wd, beta2, bc2, eps) -> torch.Tensor:
     """`sf_update` (Adam base) that also returns ‖g‖²_{P_t} = Σ g²/D_t (float64), summed in the same pass over g and
     D_t that the update makes anyway — what [C1] needs per step, for the price of a multiply and a sum per tensor."""
@@ -78,32 +115,25 @@ def _gpg_foreach(gs: Tensors, pgs: Tensors) -> torch.Tensor:
 
 def foreach_update_gpg(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors, c, ay, au, wd, beta2, bc2,
                        eps) -> torch.Tensor:
-    """Eager twin of `sf_update_gpg`: the same update, the sum taken once over all tensors at the end (a per-tensor
-    sum is several kernel launches per tensor, which dominate on a GPU for small models)."""
-    pgs = []
-    for i in range(len(ys)):
-        y, g, u, v = ys[i], gs[i], us[i], vs[i]
-        v.mul_(beta2).add_((1 - beta2) * g * g)
-        pg = g / ((v / bc2).sqrt() + eps)
-        pgs.append(pg)
-        d = pg + wd * y
-        y.add_(c * u + ay * d)
-        u.mul_(1 - c).add_(au * d)
-    return _gpg_foreach(gs, pgs)
+    """Eager twin of `sf_update_gpg`: `foreach_update` (same rounding as a run that doesn't ask for ‖g‖²_P) plus
+    the sum, taken once over all tensors."""
+    gpg: list = []
+    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps, gpg)
+    torch._foreach_add_(ys, us, alpha=c)
+    torch._foreach_add_(ys, d, alpha=ay)
+    torch._foreach_mul_(us, 1 - c)
+    torch._foreach_add_(us, d, alpha=au)
+    return gpg[0]
 
 
 def foreach_update_beta0_gpg(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors, c, lr, wd, beta2, bc2,
                              eps) -> torch.Tensor:
     """Eager twin of `sf_update_beta0_gpg` (see `foreach_update_gpg`)."""
-    pgs = []
-    for i in range(len(ys)):
-        y, g, x, v = ys[i], gs[i], xs[i], vs[i]
-        v.mul_(beta2).add_((1 - beta2) * g * g)
-        pg = g / ((v / bc2).sqrt() + eps)
-        pgs.append(pg)
-        y.sub_(lr * (pg + wd * y))
-        x.add_(c * (y - x))
-    return _gpg_foreach(gs, pgs)
+    gpg: list = []
+    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps, gpg)
+    torch._foreach_add_(ys, d, alpha=-lr)
+    torch._foreach_add_(xs, torch._foreach_sub(ys, xs), alpha=c)
+    return gpg[0]
 
 
 def sf_update_beta0_gpg(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors, c, lr, wd, beta2, bc2, eps) -> torch.Tensor:
