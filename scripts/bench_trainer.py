@@ -13,8 +13,8 @@ Rounds alternate suite / bare in one process; the ratio is suite steps/s ÷ bare
 
 `--theory` (issue 5: "logging the theory online costs under 2% of step time") alternates the suite with
 `trainer.theory` on and off, and also times, inside the runs with it on, every call that exists only for the theory
-(`OnlineBound.after_step`, the optimizer's ‖g‖²_P reduction) against the summed step time (`time/step_s`), step 1
-left out (it compiles the reduction kernel once per run, like the update kernel): the interleaved ratio shows the
+(`OnlineBound.after_step`) against the summed step time (`time/step_s`), step 1 left out (first-call
+allocations): the interleaved ratio shows the
 total effect, the per-round ratio of median step times (on / off) the cost including what runs inside the optimizer
 step (the Adam base's ‖g‖²_P comes out of its update kernel), and the in-run fraction the separately callable part.
 """
@@ -55,7 +55,6 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. task.data.batch_size=32")
     args = ap.parse_args()
 
-    import torch
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -117,71 +116,66 @@ def main() -> None:
         compare_theory(args, suite, trainer_cfg, device)
         return
     suite()                                   # warm-up: imports, W&B service, allocator
-    rates = {"suite": [], "bare": []}
+    rates = {"bare": [], "suite": []}
     for _ in range(args.rounds):
         rates["bare"].append(bare())
         rates["suite"].append(suite())
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"# bench_trainer: task=distill opt={args.opt}, {args.steps} steps × {args.rounds} rounds, "
-          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| loop | steps/s (median) | rounds |")
-    print("|---|---:|---|")
-    for k in ("bare", "suite"):
-        print(f"| {k} | {med[k]:.2f} | {', '.join(f'{r:.2f}' for r in rates[k])} |")
+    med = print_table("bench_trainer", "loop", args, device, rates)
     print(f"suite / bare = {med['suite'] / med['bare']:.3f}")
+
+
+def print_table(title: str, column: str, args, device, rates: dict) -> dict:
+    """A markdown table of steps/s per variant (median and every round); returns the medians."""
+    import torch
+
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"# {title}: task=distill opt={args.opt}, {args.steps} steps × {args.rounds} rounds, "
+          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"| {column} | steps/s (median) | rounds |")
+    print("|---|---:|---|")
+    for k, v in rates.items():
+        print(f"| {k} | {med[k]:.2f} | {', '.join(f'{r:.2f}' for r in v)} |")
+    return med
 
 
 def compare_theory(args, suite, trainer_cfg, device) -> None:
     import dataclasses
 
-    import torch
 
     from sfbench import theory_log
-    from sfbench.optim.base import ScheduleFreeBase
+    calls: list[float] = []
+    after_step = theory_log.OnlineBound.after_step
 
-    calls: dict[str, list[float]] = {}
-
-    def timed(fn):
-        def wrapper(*a, **kw):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **kw)
-            finally:
-                calls.setdefault(fn.__name__, []).append(time.perf_counter() - t0)
-        return wrapper
+    def timed_after_step(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return after_step(*a, **kw)
+        finally:
+            calls.append(time.perf_counter() - t0)
 
     on, off = dataclasses.replace(trainer_cfg, theory=True), dataclasses.replace(trainer_cfg, theory=False)
-    rates = {"theory on": [], "theory off": []}
-    medians = {"theory on": [], "theory off": []}
+    rates = {"theory off": [], "theory on": []}
+    medians = {"theory off": [], "theory on": []}
     fractions = []
     suite()                                   # warm-up
     for _ in range(args.rounds):
         for name, cfg in (("theory off", off), ("theory on", on)):
             trainer_cfg.__dict__.update(dataclasses.asdict(cfg))
+            stats = {}
             if name == "theory on":
-                originals = (theory_log.OnlineBound.after_step, ScheduleFreeBase._grad_sq_P)
-                theory_log.OnlineBound.after_step = timed(originals[0])
-                ScheduleFreeBase._grad_sq_P = timed(originals[1])
+                theory_log.OnlineBound.after_step = timed_after_step
                 calls.clear()
-                stats = {}
                 try:
                     rates[name].append(suite(stats))
                 finally:
-                    theory_log.OnlineBound.after_step, ScheduleFreeBase._grad_sq_P = originals
-                # steady state: without step 1, whose calls include compiling the ‖g‖²_P kernel (once per run)
-                fractions.append(sum(sum(c[1:]) for c in calls.values()) / (stats["step_s"] - stats["first_step_s"]))
+                    theory_log.OnlineBound.after_step = after_step
+                # steady state: without step 1 (first-call allocations)
+                fractions.append(sum(calls[1:]) / (stats["step_s"] - stats["first_step_s"]))
             else:
-                stats = {}
                 rates[name].append(suite(stats))
             medians[name].append(stats["median_step_s"])
     trainer_cfg.__dict__.update(dataclasses.asdict(on))
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"# bench_trainer --theory: task=distill opt={args.opt}, {args.steps} steps × {args.rounds} rounds, "
-          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| trainer.theory | steps/s (median) | rounds |")
-    print("|---|---:|---|")
-    for k in ("theory off", "theory on"):
-        print(f"| {k} | {med[k]:.2f} | {', '.join(f'{r:.2f}' for r in rates[k])} |")
+    med = print_table("bench_trainer --theory", "trainer.theory", args, device, rates)
     print(f"steps/s on / off = {med['theory on'] / med['theory off']:.3f}")
     step_ratio = [a / b for a, b in zip(medians["theory on"], medians["theory off"])]
     print(f"median step time on / off, per round (interleaved; includes the ‖g‖²_P inside the Adam update) = "

@@ -39,3 +39,19 @@ def subprocess_env(sfbench_env) -> dict:
     env = dict(os.environ, **sfbench_env)
     env.pop("WANDB_API_KEY", None)
     return env
+
+
+def isolate_wandb(tmp_path, monkeypatch) -> None:
+    """Keep W&B inside tmp_path and away from any account: no key, no netrc, offline unless a test says not."""
+    home = tmp_path / "home"
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        (home / var.lower()).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(var, str(home / var.lower()))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT",
+                "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_NAME", "WANDB_TAGS",
+                "WANDB_NOTES"):
+        monkeypatch.delenv(var, raising=False)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from conftest import isolate_wandb
 from sfbench.report import build_report
 from sfbench.tracking import RunRecord
 
@@ -354,17 +355,7 @@ def test_cli_unknown_metric(sweep):
 @pytest.fixture
 def wandb_offline(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
-    home = tmp_path / "home"
-    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        (home / var.lower()).mkdir(parents=True)
-        monkeypatch.setenv(var, str(home / var.lower()))
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("NETRC", str(home / ".netrc"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT",
-                "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_NAME"):
-        monkeypatch.delenv(var, raising=False)
+    isolate_wandb(tmp_path, monkeypatch)
     return dict(os.environ)
 
 

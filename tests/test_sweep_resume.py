@@ -5,33 +5,21 @@ The local launcher here (no cluster); the same on Slurm is in test_slurm.py.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import subprocess_env
-from sfbench.cli import _sweep_dir, main
+from test_cli import metric_rows, run_cli
+from sfbench.cli import _sweep_dir
 from sfbench.tracking import read_summary
 
 FAST = ["task=quadratic", "logger=none", "trainer.steps=3", "trainer.eval_every=0"]
 
 
-def run_cli(args: list[str]) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
-
-
-def metric_rows(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows]
 
 
 # -- the sweep directory -------------------------------------------------------------------------------------------

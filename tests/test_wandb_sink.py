@@ -17,6 +17,7 @@ import pytest
 wandb = pytest.importorskip("wandb")
 torch = pytest.importorskip("torch")
 
+from conftest import isolate_wandb  # noqa: E402
 from sfbench.tracking.wandb_sink import ID_FILE, WandbSink, resolve_mode  # noqa: E402
 
 CONFIG = {"opt": {"name": "sf_adamw", "lr": 0.1}, "trainer": {"steps": 7}}
@@ -25,18 +26,7 @@ CONFIG = {"opt": {"name": "sf_adamw", "lr": 0.1}, "trainer": {"steps": 7}}
 @pytest.fixture(autouse=True)
 def wandb_env(tmp_path, monkeypatch):
     """Keep W&B inside tmp_path and away from any account: no key, no netrc, offline unless a test says not."""
-    home = tmp_path / "home"
-    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        (home / var.lower()).mkdir(parents=True)
-        monkeypatch.setenv(var, str(home / var.lower()))
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("NETRC", str(home / ".netrc"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT",
-                "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_NAME", "WANDB_TAGS",
-                "WANDB_NOTES"):
-        monkeypatch.delenv(var, raising=False)
+    isolate_wandb(tmp_path, monkeypatch)
 
 
 def leet(*args) -> str:

@@ -102,7 +102,8 @@ class ScheduleFreeBase(Optimizer):
         self._foreach_arg = foreach
         self._compiled: dict[str, Callable] = {}
         self._fused_decision: bool | None = None
-        #: Set to True (a trainer logging theory does) to have `step` record ‖g_t‖²_{P_t} in `last_grad_sq_P`.
+        #: Set to True (a trainer logging theory does) to have `step` record ‖g_t‖²_{P_t} in `last_grad_sq_P` (Adam
+        #: base, and SF-Polyak, which computes it anyway; None for the SGD base, where it is the plain ‖g‖²).
         self.record_grad_sq = False
         self.last_grad_sq_P: float | None = None
         super().__init__(params, defaults)
@@ -317,9 +318,8 @@ class ScheduleFreeBase(Optimizer):
         self.last_grad_sq_P = None
         if self.param_groups and self.param_groups[0]["lr_rule"] == "polyak":
             polyak_step = self._polyak_step(work, loss, lower_bound)
-        elif self.record_grad_sq and not self._adam:     # P = I: the plain sum of squares
-            self.last_grad_sq_P = self._grad_sq_P(work)
-        # Adam base: the update kernels return ‖g‖²_P as a by-product (`*_gpg`), summed below
+        # Adam base: the update kernels return ‖g‖²_P as a by-product (`*_gpg`), summed below. SGD base (P = I): left
+        # None — ‖g‖² is the plain gradient norm, which a trainer has already computed.
         with_gpg = self.record_grad_sq and self._adam and polyak_step is None
         gpg_parts = []
 
@@ -378,16 +378,6 @@ class ScheduleFreeBase(Optimizer):
 
     # -- what the theory needs ([C1]) ---------------------------------------------------------------------------------
 
-    def _grad_sq_P(self, work: list) -> float:
-        """‖g_t‖² over all groups for the SGD base (P = I); the Adam base gets ‖g_t‖²_{P_t} from its update kernel."""
-        norms = [n for _, by_device in work for lists in by_device.values() if lists["g"]
-                 for n in torch._foreach_norm(lists["g"])]
-        if not norms:
-            return 0.0
-        if len({n.device for n in norms}) > 1:
-            norms = [n.cpu() for n in norms]
-        return float(torch.stack(norms).double().square().sum())
-
     @torch.no_grad()
     def distance_sq_at_x(self, origin: list[torch.Tensor]) -> float:
         """‖x − origin‖² in float64, with x the averaged point [A4] (recovered as in `eval`, nothing written).
@@ -422,10 +412,9 @@ class ScheduleFreeBase(Optimizer):
                 diffs = torch._foreach_sub(with_u, with_u_o)           # x − o = (y − o) − ((1 − β)/β) u
                 torch._foreach_add_(diffs, us, alpha=-(1 - beta) / beta)
                 sums += torch._foreach_norm(diffs)
-        if not sums:
-            return 0.0
-        return float(torch.stack([n.double().cpu() for n in sums]).square().sum()) if len({n.device for n in sums}) > 1 \
-            else float(torch.stack(sums).double().square().sum())
+        if len({n.device for n in sums}) > 1:      # parameters on several devices: combine on the host
+            sums = [n.cpu() for n in sums]
+        return float(torch.stack(sums).double().square().sum()) if sums else 0.0
 
 
 def _is_compile_failure(err: Exception) -> bool:

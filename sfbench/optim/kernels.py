@@ -29,12 +29,15 @@ import torch
 Tensors = list[torch.Tensor]
 
 
-def _direction(y: torch.Tensor, g: torch.Tensor, v: torch.Tensor | None, wd, beta2, bc2, eps) -> torch.Tensor:
-    """d = P_t g + λ y [A3]; for the Adam base, first v ← β2 v + (1 − β2) g² in place."""
-    if v is None:
-        return g + wd * y
+def _preconditioned(g: torch.Tensor, v: torch.Tensor, beta2, bc2, eps) -> torch.Tensor:
+    """P_t g of the Adam base [A3], after v ← β2 v + (1 − β2) g² in place."""
     v.mul_(beta2).add_((1 - beta2) * g * g)
-    return g / ((v / bc2).sqrt() + eps) + wd * y
+    return g / ((v / bc2).sqrt() + eps)
+
+
+def _direction(y: torch.Tensor, g: torch.Tensor, v: torch.Tensor | None, wd, beta2, bc2, eps) -> torch.Tensor:
+    """d = P_t g + λ y [A3] (P = I for the SGD base)."""
+    return (g if v is None else _preconditioned(g, v, beta2, bc2, eps)) + wd * y
 
 
 def sf_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None, c, ay, au, wd, beta2, bc2, eps) -> None:
@@ -75,9 +78,10 @@ def _foreach_direction(ys: Tensors, gs: Tensors, vs: Tensors | None, wd, beta2, 
 
 
 def foreach_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None, c, ay, au, wd, beta2, bc2,
-                   eps) -> None:
-    """`sf_update` with multi-tensor ops: the eager default (`foreach=None/True`); same math, other rounding order."""
-    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps)
+                   eps, gpg: list | None = None) -> None:
+    """`sf_update` with multi-tensor ops: the eager default (`foreach=None/True`); same math, other rounding order.
+    `gpg`: see `_foreach_direction`."""
+    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps, gpg)
     torch._foreach_add_(ys, us, alpha=c)
     torch._foreach_add_(ys, d, alpha=ay)
     torch._foreach_mul_(us, 1 - c)
@@ -85,9 +89,9 @@ def foreach_update(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors | None, c,
 
 
 def foreach_update_beta0(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors | None, c, lr, wd, beta2, bc2,
-                         eps) -> None:
+                         eps, gpg: list | None = None) -> None:
     """`sf_update_beta0` with multi-tensor ops."""
-    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps)
+    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps, gpg)
     torch._foreach_add_(ys, d, alpha=-lr)
     torch._foreach_add_(xs, torch._foreach_sub(ys, xs), alpha=c)
 
@@ -97,9 +101,8 @@ def sf_update_gpg(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors, c, ay, au,
     D_t that the update makes anyway — what [C1] needs per step, for the price of a multiply and a sum per tensor."""
     total = torch.zeros((), dtype=torch.float64, device=gs[0].device)
     for i in range(len(ys)):
-        y, g, u, v = ys[i], gs[i], us[i], vs[i]
-        v.mul_(beta2).add_((1 - beta2) * g * g)
-        pg = g / ((v / bc2).sqrt() + eps)
+        y, g, u = ys[i], gs[i], us[i]
+        pg = _preconditioned(g, vs[i], beta2, bc2, eps)
         total = total + (_acc(g) * _acc(pg)).sum().to(torch.float64)
         d = pg + wd * y
         y.add_(c * u + ay * d)
@@ -113,26 +116,18 @@ def _gpg_foreach(gs: Tensors, pgs: Tensors) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(prods, 1)).to(torch.float64).sum()
 
 
-def foreach_update_gpg(ys: Tensors, gs: Tensors, us: Tensors, vs: Tensors, c, ay, au, wd, beta2, bc2,
-                       eps) -> torch.Tensor:
-    """Eager twin of `sf_update_gpg`: `foreach_update` (same rounding as a run that doesn't ask for ‖g‖²_P) plus
-    the sum, taken once over all tensors."""
+def foreach_update_gpg(*args) -> torch.Tensor:
+    """Eager twin of `sf_update_gpg`: `foreach_update` (same rounding as a run that doesn't ask for ‖g‖²_P) plus the
+    sum, taken once over all tensors."""
     gpg: list = []
-    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps, gpg)
-    torch._foreach_add_(ys, us, alpha=c)
-    torch._foreach_add_(ys, d, alpha=ay)
-    torch._foreach_mul_(us, 1 - c)
-    torch._foreach_add_(us, d, alpha=au)
+    foreach_update(*args, gpg)
     return gpg[0]
 
 
-def foreach_update_beta0_gpg(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors, c, lr, wd, beta2, bc2,
-                             eps) -> torch.Tensor:
+def foreach_update_beta0_gpg(*args) -> torch.Tensor:
     """Eager twin of `sf_update_beta0_gpg` (see `foreach_update_gpg`)."""
     gpg: list = []
-    d = _foreach_direction(ys, gs, vs, wd, beta2, bc2, eps, gpg)
-    torch._foreach_add_(ys, d, alpha=-lr)
-    torch._foreach_add_(xs, torch._foreach_sub(ys, xs), alpha=c)
+    foreach_update_beta0(*args, gpg)
     return gpg[0]
 
 
@@ -140,9 +135,8 @@ def sf_update_beta0_gpg(ys: Tensors, gs: Tensors, xs: Tensors, vs: Tensors, c, l
     """`sf_update_beta0` (Adam base) that also returns ‖g‖²_{P_t}, as `sf_update_gpg`."""
     total = torch.zeros((), dtype=torch.float64, device=gs[0].device)
     for i in range(len(ys)):
-        y, g, x, v = ys[i], gs[i], xs[i], vs[i]
-        v.mul_(beta2).add_((1 - beta2) * g * g)
-        pg = g / ((v / bc2).sqrt() + eps)
+        y, g, x = ys[i], gs[i], xs[i]
+        pg = _preconditioned(g, vs[i], beta2, bc2, eps)
         total = total + (_acc(g) * _acc(pg)).sum().to(torch.float64)
         y.sub_(lr * (pg + wd * y))
         x.add_(c * (y - x))
