@@ -33,14 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def compose(opt: str, steps: int, overrides: list[str]):
-    from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
-    from sfbench.cli import _run_name
+    from sfbench.cli.sweep import register_resolvers
+    from sfbench.cli.validate import config_dir
 
-    if not OmegaConf.has_resolver("sfbench_run_name"):
-        OmegaConf.register_new_resolver("sfbench_run_name", _run_name)
-    with initialize_config_module(config_module="sfbench.configs", version_base=None):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         return compose("config", overrides=[f"opt={opt}", f"trainer.steps={steps}", "trainer.eval_every=0",
                                             "trainer.ckpt_every=0", *overrides])
 
@@ -142,7 +141,7 @@ def compare_theory(args, suite, trainer_cfg, device) -> None:
     import dataclasses
 
 
-    from sfbench import theory_log
+    from sfbench.train import online_bound as theory_log
     calls: list[float] = []
     after_step = theory_log.OnlineBound.after_step
 

@@ -1,4 +1,4 @@
-"""`python -m sfbench [overrides]` — see sfbench/cli.py and README.md."""
+"""`python -m sfbench [overrides]` — see sfbench/cli/ and README.md."""
 
 from .cli import main
 

@@ -60,7 +60,7 @@ def test_batch_not_divisible_is_a_clear_error(tmp_path, sfbench_env):
 
 
 def test_shard_splits_tensors_in_structures():
-    from sfbench.distributed import DistInfo, shard
+    from sfbench.train.distributed import DistInfo, shard
 
     x, y = torch.arange(8).reshape(4, 2), torch.arange(4)
     part = shard((x, y, 7), DistInfo(rank=1, world=2))
@@ -73,7 +73,7 @@ def test_shard_splits_tensors_in_structures():
 def _grad_worker(rank, world, init_file, out_file):
     import torch.distributed as dist
 
-    from sfbench.distributed import DistInfo, average_gradients
+    from sfbench.train.distributed import DistInfo, average_gradients
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

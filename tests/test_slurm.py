@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import subprocess_env
-from sfbench.cli import _sweep_dir, main
+from sfbench.cli import main
+from sfbench.cli.sweep import sweep_dir as _sweep_dir
 from sfbench.tracking import load_runs, read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,7 +276,7 @@ def test_slurm_launcher_config_is_accepted_and_overridable(in_run_env, capsys, e
     except SystemExit as exit_:
         assert exit_.code in (0, None)
     out = capsys.readouterr().out
-    assert "_target_: hydra_plugins.sfbench.SlurmLauncher" in out and "signal_delay_s: 120" in out
+    assert "_target_: hydra_plugins.sfbench_launcher.slurm_launcher.SlurmLauncher" in out and "signal_delay_s: 120" in out
     for override in extra:
         key, value = override.removeprefix("hydra.launcher.").split("=", 1)
         if key == "setup":

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import subprocess_env
 from test_cli import metric_rows, run_cli
-from sfbench.cli import _sweep_dir
+from sfbench.cli.sweep import sweep_dir as _sweep_dir
 from sfbench.tracking import read_summary
 
 FAST = ["task=quadratic", "logger=none", "trainer.steps=3", "trainer.eval_every=0"]

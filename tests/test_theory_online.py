@@ -1,4 +1,4 @@
-"""The bound every run logs (ALGORITHMS.md [C1], [C3]; sfbench.theory_log) and the fit stored with it ([C4]).
+"""The bound every run logs (ALGORITHMS.md [C1], [C3]; sfbench.train.online_bound) and the fit stored with it ([C4]).
 
 [C1] is marked *reconstructed* in ALGORITHMS.md: "test that it holds on convex problems". Here it is tested the way the
 issue asks — full-batch logistic regression (convex, exact f* and D), `opt=sf_schedulet` with each of constant, wsd

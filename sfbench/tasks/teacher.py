@@ -97,9 +97,8 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
 def _train(config, data, vocab_size, block_size, target: Path, seed, device) -> None:
     from tqdm import tqdm
 
+    from ..train.progress import tqdm_width_options     # the terminal-size fix of the trainer's bar, nothing else
     from .text import eval_windows, sample_windows
-
-    from ..progress import tqdm_width_options
 
     torch.manual_seed(seed)
     model = gpt2(vocab_size, block_size, config["n_layer"], config["n_embd"], config["n_head"],

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .tasks.base import ConfigError
+from ..tasks.base import ConfigError
 
 
 @dataclass

@@ -9,7 +9,8 @@ are evaluated at x: `eval()` before, `train()` after; models with BatchNorm get 
 Checkpoints (`RUN/checkpoints/last.pt`, atomic) hold the *training* state: parameters at y, optimizer state,
 scheduler, RNG states and the step (the step is the data position: batches are a pure function of it). Saving at y
 rather than x is what makes resuming bit-exact — x → y is not an exact floating-point round trip. The model at x is
-written at the end as `RUN/model.pt` (and `sfbench.train.load_model_at_x` recovers x from any checkpoint).
+written at the end as `RUN/model.pt` (and `sfbench.train.load_model_at_x` recovers x from any checkpoint;
+`checkpoint.py`).
 
 SIGTERM / SIGUSR2 (Slurm's warning before a time limit or preemption) finish the current step, checkpoint, and end
 the run with status `preempted`; a non-finite loss ends it with status `diverged`. Both return normally (exit 0) so
@@ -33,14 +34,13 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 
+from ..tasks.base import ConfigError, Task
+from ..tracking.run_record import RunRecord
+from ..tracking.sinks import NullSink, Sink
 from . import distributed
+from .checkpoint import CHECKPOINT, atomic_torch_save, rng_state, set_rng_state
+from .online_bound import OnlineBound
 from .progress import Progress
-from .tasks.base import ConfigError, Task
-from .theory_log import OnlineBound
-from .tracking.run_record import RunRecord
-from .tracking.sinks import NullSink, Sink
-
-CHECKPOINT = "checkpoints/last.pt"
 
 
 @dataclass
@@ -53,7 +53,7 @@ class TrainerConfig:
     eval_every: int = 200            # 0: only at the end
     ckpt_every: int = 200            # 0: only at the end (and on preemption)
     log_every: int = 1
-    theory: bool = True              # log [C1]/[C3] accumulators and theory/bound (sfbench.theory_log)
+    theory: bool = True              # log [C1]/[C3] accumulators and theory/bound (online_bound.py)
     theory_d_every: int = 10         # without the task's D: distance travelled by x every this many steps
     log_every_s: float = 30.0        # plain progress lines when stderr is not a terminal
     bn_recompute_batches: int = 50   # RLS README's recommendation
@@ -74,40 +74,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_model_at_x(checkpoint: str | os.PathLike, model: torch.nn.Module,
-                    make_optimizer: Callable[[Iterable], torch.optim.Optimizer]) -> torch.nn.Module:
-    """Load a checkpoint into `model` and move it to the evaluation point x (for SF optimizers)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    opt = make_optimizer(model.parameters())
-    opt.load_state_dict(state["optimizer"])
-    if hasattr(opt, "eval"):
-        opt.eval()
-    return model
 
 
 class Trainer:
@@ -147,10 +113,10 @@ class Trainer:
     def _save(self, step: int, model, opt, sched, theory: OnlineBound | None) -> None:
         if not self.dist.is_main:
             return
-        _atomic_torch_save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        atomic_torch_save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict() if sched is not None else None,
                             "theory": theory.state_dict() if theory is not None else None,
-                            "rng": _rng_state()}, self.run_dir / CHECKPOINT)
+                            "rng": rng_state()}, self.run_dir / CHECKPOINT)
 
     def _load(self, model, opt, sched, theory: OnlineBound | None) -> int:
         state = torch.load(self.run_dir / CHECKPOINT, map_location=self.device, weights_only=False)
@@ -160,7 +126,7 @@ class Trainer:
             sched.load_state_dict(state["scheduler"])
         if theory is not None and state.get("theory") is not None:
             theory.load_state_dict(state["theory"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         return int(state["step"])
 
     # -- evaluation at x ---------------------------------------------------------------------------------------------
@@ -214,8 +180,8 @@ class Trainer:
 
         The curve is `eval/subopt` (f(x) − f*, what [C1] bounds) where the task logs it at ≥ 8 points, else
         `eval/loss` likewise, else `train/loss` at every logged step (C absorbs the unknown f*)."""
-        from .theory.fit import bound_terms, fit_bound
-        from .tracking.run_record import atomic_write_text, iter_metrics
+        from ..theory.fit import bound_terms, fit_bound
+        from ..tracking.run_record import atomic_write_text, iter_metrics
 
         rows = [r for r in iter_metrics(self.record.dir / "metrics.jsonl") if "theory/S1" in r]
         target = next((k for k in ("eval/subopt", "eval/loss") if sum(k in r for r in rows) >= 8), "train/loss")
@@ -395,7 +361,7 @@ class Trainer:
             if hasattr(opt, "eval"):
                 opt.eval()
             if self.dist.is_main:
-                _atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")   # the model at x
+                atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")   # the model at x
             if hasattr(opt, "train"):
                 opt.train()
         final = {k: v for k, v in last.items() if k != "step" and not k.startswith("time/")}

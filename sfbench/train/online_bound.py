@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .theory import sgd_last_iterate_bound
+from ..theory import sgd_last_iterate_bound
 
 C3_POINTS = 500
 

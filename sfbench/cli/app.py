@@ -1,0 +1,139 @@
+"""`python -m sfbench [overrides]`: compose (Hydra) → validate → run → return the sweep metric.
+
+Bad input stops before any training with one message naming the key, the value and what is allowed, exit status 2,
+and no run directory left behind (DESIGN.md "Errors"; `validate.py`). Sweeps (`-m`) go to a directory named by the
+sweep command (`sweep.py`), so relaunching a sweep that was cut off trains only its unfinished runs.
+`hydra/launcher=slurm` submits one job array per sweep through submitit (the Hydra plugin
+`hydra_plugins/sfbench_launcher`); a job warned of its time limit or preempted (SIGUSR2) checkpoints, is requeued by
+submitit and resumes from its run directory (`run`, slurm/README.md).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from .sweep import register_resolvers, sweep_dir, sweep_value
+from .validate import EXIT_BAD_INPUT, GROUPS, check_group_choices, config_dir, validate, validate_sweep
+
+_task_started = False
+
+
+def _fail(message: str, run_dir: Path | None = None) -> None:
+    """Print one clear message, remove the run directory if it is empty (Hydra made it for this invocation and
+    nothing was written: Hydra's own files are switched off), exit with status 2. A directory with anything in it —
+    an earlier run, the user's own files — is never touched."""
+    if run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+    print(f"sfbench: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+# -- validation ------------------------------------------------------------------------------------------------------
+
+
+def run(cfg) -> float | None:
+    """The Hydra task function: one run."""
+    global _task_started
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from ..tasks.base import ConfigError
+    from ..train import Trainer, TrainerConfig
+
+    _task_started = True
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        parts = validate(cfg)
+    except ConfigError as err:
+        _fail(str(err), run_dir)
+    choices = {k: v for k, v in hc.runtime.choices.items() if k in GROUPS}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["choices"] = choices
+    _check_same_config(run_dir, resolved)
+    if cfg.group:
+        group = cfg.group
+    elif hc.mode is not None and hc.mode.name == "MULTIRUN":
+        group = Path(hc.sweep.dir).name
+    else:
+        group = "default"
+    trainer_cfg = TrainerConfig(**{k: v for k, v in resolved["trainer"].items()}, seed=cfg.seed)
+    schedule = parts["schedule"]
+    trainer = Trainer(trainer_cfg, parts["task"], parts["make_optimizer"], schedule.lr_scheduler, run_dir,
+                      resolved, sink=parts["sink"], run_name=run_dir.name, group=group)
+    try:
+        summary = trainer.run()
+    except ConfigError as err:          # found while loading data or the teacher
+        _fail(str(err), run_dir)
+    if summary and summary.get("status") == "preempted":
+        # The run is checkpointed. Give the signal to the handler the Trainer borrowed it from: under submitit
+        # (hydra/launcher=slurm) that one requeues the job and exits, and the requeued job resumes from run_dir.
+        _hand_on_signal(getattr(trainer, "stop_signal", None) or getattr(trainer, "_stop_signal", None))
+        # Otherwise: don't start the sweep's next job (local launcher); exit cleanly.
+        sys.exit(0)
+    return sweep_value(summary)
+
+
+def _hand_on_signal(signum: int | None) -> None:
+    """Pass a stop signal the Trainer acted on to the handler that was installed before it (the Trainer restores
+    its predecessors when it returns).
+
+    Requeue without loss (slurm/README.md): submitit installs its own SIGUSR2 handler in every job; on a time-limit
+    warning (`--signal=USR2@signal_delay_s`) or a preemption signal it re-pickles the job (the launcher's
+    `checkpoint`), runs `scontrol requeue` and exits. submitit's checkpoint holds no training state, so the Trainer
+    takes the signal first: it finishes the step and writes RUN/checkpoints/last.pt; only then does the job reach
+    submitit's handler, here, and the requeued job resumes from the run directory bit-exactly. We use submitit's
+    mechanism rather than a `trap … scontrol requeue` of our own because the Hydra launcher already waits on
+    submitit's result files and counts time-outs (`max_num_timeout`), so a requeued job stays the same sweep job.
+    Under the local launcher the handlers are the defaults (not callables) and nothing happens.
+    """
+    if signum is None:
+        return
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
+
+
+def _check_same_config(run_dir: Path, resolved: dict) -> None:
+    from ..tracking.run_record import flatten, read_config
+
+    old = read_config(run_dir)
+    if not old or not (run_dir / "summary.json").exists():
+        return
+    volatile = ("trainer.device", "trainer.log_every_s", "logger.", "choices.logger")
+    a = {k: v for k, v in flatten(old).items() if not k.startswith(volatile)}
+    b = {k: v for k, v in flatten(resolved).items() if not k.startswith(volatile)}
+    # a setting the old record lacks was added by a newer sfbench (e.g. trainer.theory): not a different run
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k in a)
+    if diff:
+        print(f"sfbench: error: {run_dir} holds a run with a different configuration (differs at: "
+              f"{', '.join(diff[:5])}); pick another directory with hydra.run.dir=… or remove it", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def main(argv: list[str] | None = None) -> None:
+    global _task_started
+    import hydra
+
+    _task_started = False
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_group_choices(argv)
+    register_resolvers()
+    if "-m" in argv or "--multirun" in argv:
+        validate_sweep([a for a in argv if not a.startswith("-")])
+        directory = sweep_dir(argv)
+        if directory is not None:
+            # a Hydra override (not a config value): it travels in hydra.overrides.hydra to every job, Slurm ones too.
+            # Beside the other overrides: argparse takes them as one block of positional arguments.
+            at = max((i + 1 for i, a in enumerate(argv) if "=" in a and not a.startswith("-")), default=0)
+            argv.insert(at, f"hydra.sweep.dir='{directory}'")
+    app = hydra.main(version_base=None, config_path=str(config_dir()), config_name="config")(run)
+    sys.argv = [sys.argv[0]] + argv
+    try:
+        app()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _task_started:   # Hydra's own composition errors
+            sys.exit(EXIT_BAD_INPUT)
+        raise

@@ -1,0 +1,131 @@
+"""Sweep directories: a run's directory is named by its command, so relaunching a command resumes it.
+
+- One run: `runs/<overrides>` (`hydra.run.dir`, through the `${sfbench_run_name:…}` resolver registered here).
+- A sweep (`-m`): `multirun/<group>` or `multirun/<the sweep's own overrides, sorted>` (`sweep_dir`), each run in
+  `<sweep>/<its overrides>`; relaunching the same sweep finds its finished runs.
+- Under `hydra/launcher=slurm`, each run directory records the Slurm job submitted for it (`RUN/slurm.json`), so a
+  relaunch waits for a job that is still queued or running instead of submitting it twice (`live_slurm_job`); the
+  launcher itself is the Hydra plugin `hydra_plugins/sfbench_launcher`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .validate import EXIT_BAD_INPUT, config_dir
+
+SWEEP_ROOT = "multirun"
+SLURM_RECORD = "slurm.json"   # in a run directory: the Slurm job submitted for it (written by the Slurm launcher)
+FINISHED = ("completed", "diverged")   # the Trainer skips these run directories; the Slurm launcher doesn't submit them
+
+
+def run_name(override_dirname: str) -> str:
+    """A directory name for a run from its overrides: deterministic, filesystem-safe, bounded."""
+    if not override_dirname:
+        return "default"
+    name = re.sub(r"[^A-Za-z0-9_.,=+\-\[\]]", "_", override_dirname)
+    if len(name) > 120:
+        name = name[:100] + "-" + hashlib.sha256(override_dirname.encode()).hexdigest()[:12]
+    return name
+
+
+def register_resolvers() -> None:
+    """`${sfbench_run_name:…}` in config.yaml (Slurm jobs get it with Hydra's singleton state)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("sfbench_run_name"):
+        OmegaConf.register_new_resolver("sfbench_run_name", run_name)
+
+
+# -- sweeps: a directory named by the command, relaunch = resume -------------------------------------------------------
+
+
+def override_key(arg: str) -> str:
+    return arg.split("=", 1)[0].lstrip("+~").removeprefix("override ")
+
+
+def sweep_dir(argv: list[str]) -> str | None:
+    """The sweep directory for `python -m sfbench -m ARGS`: multirun/<group> when `group=NAME` is given, else
+    multirun/<the sweep's own overrides, sorted> (the keys left out of run names — logger, device, … — and Hydra's
+    own overrides such as hydra/launcher=… left out too). The same command gives the same directory, so relaunching a
+    sweep that was cut off finds its finished runs. None when the user set hydra.sweep.dir (theirs wins).
+
+    It can't be a `${…}` in config.yaml: Hydra resolves hydra.sweep.dir again inside every job, where
+    hydra.overrides.task holds that job's overrides only, not the sweep's."""
+    import yaml
+
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    keys = [override_key(a) for a in overrides]
+    if "hydra.sweep.dir" in keys:
+        return None
+    for arg, key in zip(overrides, keys):
+        value = arg.split("=", 1)[1]
+        if key == "group" and value not in ("", "null") and "," not in value:
+            return f"{SWEEP_ROOT}/{run_name(value)}"
+    config = yaml.safe_load((config_dir() / "config.yaml").read_text())
+    excluded = set(config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"])
+    own = sorted(a for a, k in zip(overrides, keys) if not (k == "hydra" or k.startswith(("hydra.", "hydra/")))
+                 and k not in excluded)
+    return f"{SWEEP_ROOT}/{run_name(','.join(own))}"
+
+
+def sweep_value(summary: dict | None) -> float | None:
+    final = summary.get("final", {}) if summary else {}
+    value = final.get("eval/loss", final.get("train/loss"))
+    return float(value) if value is not None else None
+
+
+# -- Slurm jobs recorded in run directories -------------------------------------------------------------------------
+
+def write_slurm_record(run_dir: Path, job_id: str, folder: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"job_id": str(job_id), "folder": folder, "workdir": os.getcwd(), "submitted": time.time()}
+    tmp = run_dir / f".{SLURM_RECORD}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, run_dir / SLURM_RECORD)
+
+
+def live_slurm_job(run_dir: Path | None, queue: dict) -> dict | None:
+    """The Slurm job recorded in RUN/slurm.json if it is still queued or running (in `queue`, from the same working
+    directory), with its state; else None."""
+    if run_dir is None or not (run_dir / SLURM_RECORD).exists():
+        return None
+    try:
+        record = json.loads((run_dir / SLURM_RECORD).read_text())
+        if "user" not in queue:
+            queue.update(user=slurm_queue())
+        state, workdir = queue["user"][record["job_id"]]
+    except (OSError, ValueError, KeyError):
+        return None
+    if os.path.realpath(workdir) != os.path.realpath(record.get("workdir", "")):
+        return None
+    return {**record, "state": state}
+
+
+def slurm_queue() -> dict[str, tuple[str, str]]:
+    """This user's queued and running jobs, one squeue call: {job id (array tasks as A_i): (state, working dir)}."""
+    import getpass
+
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%Z"], capture_output=True,
+                             text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as err:
+        out, why = None, str(err)
+    if out is None or out.returncode != 0:
+        # Failing open would resubmit runs whose jobs are alive: two jobs writing one run directory. Stop instead.
+        why = why if out is None else (out.stderr.strip() or f"exit status {out.returncode}")
+        print(f"sfbench: error: squeue failed ({why}); can't tell which runs of this sweep still have a job queued or "
+              f"running, so nothing was submitted. Try again when squeue answers.", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    jobs = {}
+    for line in out.stdout.splitlines():
+        job_id, state, workdir = (line.split("|", 2) + ["", ""])[:3]
+        jobs[job_id] = (state, workdir)
+    return jobs

@@ -1,0 +1,194 @@
+"""Checking a composed config before anything runs (DESIGN.md "Errors"): one message naming the key, the value and
+what is allowed, exit status 2.
+
+Unknown options of our config groups are caught before Hydra starts (`check_group_choices`); values are checked by
+building every part (task, optimizer, schedule, logger) on dummy inputs (`validate`); every job of a multirun is
+composed and validated before any of them trains (`validate_sweep`).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+GROUPS = ("task", "opt", "sched", "logger", "experiment")
+REQUIRED_GROUPS = ("task", "opt", "sched", "logger")
+TOP_LEVEL = ("task", "opt", "sched", "logger", "seed", "group", "trainer", "paths")
+EXIT_BAD_INPUT = 2
+
+
+def config_dir() -> Path:
+    """The Hydra config groups: `sfbench/configs/` in an installed wheel (pyproject.toml force-includes the top-level
+    `configs/` there), else `configs/` beside the package (a checkout, an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "configs", package.parent / "configs"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"sfbench's configs are missing: neither {package / 'configs'} nor {package.parent / 'configs'} "
+                       f"holds config.yaml; reinstall sfbench (pip install . or pip install -e . in the checkout)")
+
+
+def validate(cfg) -> dict[str, Any]:
+    """Check every value and build every part on dummy inputs; returns the builders. Raises ConfigError."""
+    import torch
+    from omegaconf import DictConfig, OmegaConf
+
+    from ..tasks.base import ConfigError, check_number
+    from ..train import TrainerConfig
+
+    for key in cfg:
+        if key not in TOP_LEVEL:
+            raise ConfigError(f"{key}: unknown setting; the top level holds {', '.join(TOP_LEVEL)}")
+    for key in ("task", "opt", "sched", "logger", "trainer"):
+        node = cfg.get(key)
+        if node is None:
+            raise ConfigError(f"{key} is missing; it is required (python -m sfbench --help lists the options)")
+        if not isinstance(node, DictConfig):
+            what = "a config group: choose an option with" if key != "trainer" else "a group of settings: set them as"
+            raise ConfigError(f"{key}={node!r} is not allowed; {key} is {what} {key}.<name>=… or {key}=<option>")
+    known = {f.name for f in TrainerConfig.__dataclass_fields__.values()} - {"seed"}
+    for key in cfg.trainer:
+        if key not in known:
+            raise ConfigError(f"trainer.{key}: unknown setting; choose among {', '.join(sorted(known))}")
+    check_number("seed", cfg.seed, 0, 2 ** 63 - 1, integer=True)
+    t = cfg.trainer
+    check_number("trainer.steps", t.steps, 1, integer=True)
+    for key in ("eval_every", "ckpt_every", "bn_recompute_batches"):
+        check_number(f"trainer.{key}", t[key], 0, integer=True)
+    check_number("trainer.log_every", t.log_every, 1, integer=True)
+    check_number("trainer.theory_d_every", t.theory_d_every, 1, integer=True)
+    if not isinstance(t.theory, bool):
+        raise ConfigError(f"trainer.theory={t.theory!r} is not allowed; use true (log [C1]/[C3] bounds) or false")
+    check_number("trainer.log_every_s", t.log_every_s, 0)
+    if t.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"trainer.precision={t.precision!r} is not allowed; choose one of 'fp32', 'bf16'")
+    if not isinstance(t.compile, bool):
+        raise ConfigError(f"trainer.compile={t.compile!r} is not allowed; use true or false")
+    if t.diverge_above is not None:
+        check_number("trainer.diverge_above", t.diverge_above, 1, hi_open=True)
+    if t.grad_clip is not None:
+        check_number("trainer.grad_clip", t.grad_clip, 0, lo_open=True, hi_open=True)
+    if not isinstance(t.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
+        raise ConfigError(f"trainer.device={t.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if t.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={t.device!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
+
+    opt = cfg.opt
+    check_number("opt.lr", opt.get("lr"), 0, hi_open=True)
+    for key in ("weight_decay", "eps"):
+        if key in opt:
+            check_number(f"opt.{key}", opt[key], 0, hi_open=True)
+    if "momentum" in opt:
+        check_number("opt.momentum", opt.momentum, 0, 1)
+    if "betas" in opt:
+        betas = OmegaConf.to_object(opt.betas) if OmegaConf.is_config(opt.betas) else opt.betas
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            raise ConfigError(f"opt.betas={betas!r} is not allowed; give two numbers, [beta1, beta2]")
+        for i, b in enumerate(betas):
+            try:
+                check_number(f"opt.betas[{i}]", b, 0, 1, hi_open=(i == 1))
+            except ConfigError as err:
+                raise ConfigError(f"opt.betas={betas!r} is not allowed: {str(err).split(' is not allowed; ')[1]} "
+                           f"for betas[{i}]") from None
+    make_optimizer = _build("opt", opt)
+    try:
+        make_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_prefixed("opt", err)) from None
+    make_schedule = _build("sched", cfg.sched)
+    try:
+        schedule = make_schedule(total_steps=t.steps)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_prefixed("sched", err)) from None
+    task = _build("task", cfg.task)
+    sink = _build("logger", cfg.logger)
+    return dict(make_optimizer=make_optimizer, schedule=schedule, task=task, sink=sink)
+
+
+def _build(group: str, node) -> Any:
+    """hydra.utils.instantiate, with the constructor's own error (unwrapped from Hydra's) as a ConfigError naming the key."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from ..tasks.base import ConfigError
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, ConfigError):
+            raise ConfigError(str(cause)) from None
+        raise ConfigError(_prefixed(group, cause)) from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_prefixed(group, err)) from None
+
+
+def _prefixed(group: str, err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    text = re.sub(r"^Error in call to target '[^']*':\s*", "", text)
+    text = re.sub(r"^\w+Error\('?(.*?)'?\)$", r"\1", text)
+    if re.match(r"^[A-Za-z_][\w\[\]]*=", text):
+        return f"{group}.{text}"
+    return f"{group}: {text}"
+
+
+# -- the app ---------------------------------------------------------------------------------------------------------
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Unknown options of our config groups, before Hydra starts (so no directory is created)."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        if key.lstrip("+").startswith("~") and key.lstrip("+~") in REQUIRED_GROUPS:
+            print(f"sfbench: error: {key}: {key.lstrip('+~')} is required and can't be removed", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        key = key.lstrip("+~")
+        if key.startswith("override "):
+            key = key[len("override "):]
+        if key not in GROUPS or "(" in value:
+            continue
+        options = sorted(p.stem for p in (config_dir() / key).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice in ("null", "") and key in REQUIRED_GROUPS:
+                print(f"sfbench: error: {key}={choice or 'null'} is not allowed; {key} is required: choose one of "
+                      f"{', '.join(options)}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+            if choice and choice != "null" and choice not in options:
+                print(f"sfbench: error: {key}={choice!r} is not an option; choose one of {', '.join(options)}",
+                      file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+
+
+def validate_sweep(overrides: list[str]) -> None:
+    """Compose and validate every job of a multirun before any of them trains (Hydra's basic sweeper expansion)."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ..tasks.base import ConfigError
+
+    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(own)
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception:       # let Hydra report its own syntax errors (exit 2 through main)
+        return
+    if len(jobs) <= 1:
+        return
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        for job in jobs:
+            try:
+                cfg = compose("config", overrides=list(job))
+                validate(cfg)
+            except ConfigError as err:
+                print(f"sfbench: error: in the sweep's job {' '.join(job)}: {err}\n(no job was started)",
+                      file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
+            except Exception:   # composition errors: Hydra reports them when it launches the job
+                return
