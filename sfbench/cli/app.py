@@ -6,24 +6,34 @@ sweep command (`sweep.py`), so relaunching a sweep that was cut off trains only 
 `hydra/launcher=slurm` submits one job array per sweep through submitit (the Hydra plugin
 `hydra_plugins/sfbench_launcher`); a job warned of its time limit or preempted (SIGUSR2) checkpoints, is requeued by
 submitit and resumes from its run directory (`run`, slurm/README.md).
+
+Faults (issue 13): the run directory's lock is taken (rank 0) before its config is compared with the one asked for,
+so a second process on a live run is refused (exit 2, naming the holder) before it writes anything; a damaged record
+(`RecordDamaged`) is exit 2 with the file and the remedy; a failed write (a full disk) is exit 1 with one line; Ctrl-C
+stops like SIGTERM (exit 0), a second one at once (exit 130); a key that is no setting gets the closest ones.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
 
 from .sweep import register_resolvers, sweep_dir, sweep_value
-from .validate import EXIT_BAD_INPUT, GROUPS, check_group_choices, config_dir, validate, validate_sweep
+from .validate import (EXIT_BAD_INPUT, GROUPS, check_group_choices, composition_error, config_dir, validate,
+                       validate_sweep)
 
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 _task_started = False
+_lock = None            # the run directory's lock while this process trains it (sfbench.tracking.lock)
 
 
 def _fail(message: str, run_dir: Path | None = None) -> None:
     """Print one clear message, remove the run directory if it is empty (Hydra made it for this invocation and
     nothing was written: Hydra's own files are switched off), exit with status 2. A directory with anything in it —
     an earlier run, the user's own files — is never touched."""
+    _release_lock()
     if run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
         run_dir.rmdir()
     print(f"sfbench: error: {message}", file=sys.stderr)
@@ -40,7 +50,6 @@ def run(cfg) -> float | None:
     from omegaconf import OmegaConf
 
     from ..tasks.base import ConfigError
-    from ..train import Trainer, TrainerConfig
 
     _task_started = True
     hc = HydraConfig.get()
@@ -52,7 +61,43 @@ def run(cfg) -> float | None:
     choices = {k: v for k, v in hc.runtime.choices.items() if k in GROUPS}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["choices"] = choices
-    _check_same_config(run_dir, resolved)
+    _take_lock(run_dir)             # before the config check: two processes can't both pass it
+    try:
+        return _train(cfg, hc, run_dir, parts, resolved)
+    finally:
+        _release_lock()
+
+
+def _take_lock(run_dir: Path) -> None:
+    global _lock
+    from ..tracking.lock import RunLocked, acquire
+    from ..train.distributed import env_rank
+
+    if env_rank() != 0:             # data parallel: rank 0 writes the run and holds its lock
+        return
+    try:
+        _lock = acquire(run_dir)
+    except RunLocked as err:
+        _fail(str(err))
+
+
+def _release_lock() -> None:
+    global _lock
+    from ..tracking.lock import release
+
+    release(_lock)
+    _lock = None
+
+
+def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
+    from ..tasks.base import ConfigError
+    from ..tracking.run_record import RecordDamaged, RecordWriteError
+    from ..train import Trainer, TrainerConfig
+
+    try:
+        _check_same_config(run_dir, resolved)
+    except RecordDamaged as err:
+        _fail(str(err))
     if cfg.group:
         group = cfg.group
     elif hc.mode is not None and hc.mode.name == "MULTIRUN":
@@ -67,11 +112,20 @@ def run(cfg) -> float | None:
         summary = trainer.run()
     except ConfigError as err:          # found while loading data or the teacher
         _fail(str(err), run_dir)
+    except RecordDamaged as err:        # the record can't be resumed as it is: nothing was written
+        _fail(str(err))
+    except RecordWriteError as err:     # a full disk: the summary says failed (when it could be written)
+        print(f"sfbench: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     if summary and summary.get("status") == "preempted":
+        if getattr(trainer, "stopped_at_once", False):       # a second Ctrl-C
+            sys.exit(EXIT_INTERRUPTED)
         # The run is checkpointed. Give the signal to the handler the Trainer borrowed it from: under submitit
-        # (hydra/launcher=slurm) that one requeues the job and exits, and the requeued job resumes from run_dir.
+        # (hydra/launcher=slurm) that one requeues the job and exits, and the requeued job resumes from run_dir
+        # (and takes the lock this process lets go of first).
+        _release_lock()
         _hand_on_signal(getattr(trainer, "stop_signal", None) or getattr(trainer, "_stop_signal", None))
-        # Otherwise: don't start the sweep's next job (local launcher); exit cleanly.
+        # Otherwise (and after Ctrl-C): don't start the sweep's next job (local launcher); exit cleanly.
         sys.exit(0)
     return sweep_value(summary)
 
@@ -89,7 +143,7 @@ def _hand_on_signal(signum: int | None) -> None:
     submitit's result files and counts time-outs (`max_num_timeout`), so a requeued job stays the same sweep job.
     Under the local launcher the handlers are the defaults (not callables) and nothing happens.
     """
-    if signum is None:
+    if signum is None or signum == signal.SIGINT:      # Ctrl-C: Python's own handler would only raise
         return
     handler = signal.getsignal(signum)
     if callable(handler):
@@ -99,10 +153,10 @@ def _hand_on_signal(signum: int | None) -> None:
 def _check_same_config(run_dir: Path, resolved: dict) -> None:
     from ..tracking.run_record import flatten, read_config
 
-    old = read_config(run_dir)
-    if not old or not (run_dir / "summary.json").exists():
+    old = read_config(run_dir)      # whether or not a summary exists yet: the config is written first
+    if not old:
         return
-    volatile = ("trainer.device", "trainer.log_every_s", "logger.", "choices.logger")
+    volatile = ("trainer.device", "trainer.log_every_s", "trainer.on_gap", "logger.", "choices.logger")
     a = {k: v for k, v in flatten(old).items() if not k.startswith(volatile)}
     b = {k: v for k, v in flatten(resolved).items() if not k.startswith(volatile)}
     # a setting the old record lacks was added by a newer sfbench (e.g. trainer.theory): not a different run
@@ -131,9 +185,26 @@ def main(argv: list[str] | None = None) -> None:
             argv.insert(at, f"hydra.sweep.dir='{directory}'")
     app = hydra.main(version_base=None, config_path=str(config_dir()), config_name="config")(run)
     sys.argv = [sys.argv[0]] + argv
+    # Hydra's errors reach us as exceptions (not as its printed report), so that a key that is no setting gets one
+    # line naming the closest ones; errors inside a run are re-raised as they are
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         app()
     except SystemExit as exit_:
         if exit_.code == 1 and not _task_started:   # Hydra's own composition errors
             sys.exit(EXIT_BAD_INPUT)
         raise
+    except KeyboardInterrupt:                       # Ctrl-C outside training (which handles its own)
+        print("\nsfbench: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as err:
+        if _task_started:
+            raise
+        print(f"sfbench: error: {composition_error(err, argv)}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    finally:
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error

@@ -3,11 +3,14 @@ what is allowed, exit status 2.
 
 Unknown options of our config groups are caught before Hydra starts (`check_group_choices`); values are checked by
 building every part (task, optimizer, schedule, logger) on dummy inputs (`validate`); every job of a multirun is
-composed and validated before any of them trains (`validate_sweep`).
+composed and validated before any of them trains (`validate_sweep`). A key that is no setting (`trainer.step=20`,
+Hydra's "Key 'step' is not in struct") gets one line naming it and the closest settings (`composition_error`,
+`did_you_mean`).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from pathlib import Path
@@ -30,13 +33,60 @@ def config_dir() -> Path:
                        f"holds config.yaml; reinstall sfbench (pip install . or pip install -e . in the checkout)")
 
 
+def did_you_mean(key: str, candidates) -> str:
+    """'did you mean a or b? ' for the candidates closest to `key` (dotted names), or ''."""
+    candidates = sorted({c for c in candidates if c != key and not key.startswith(c + ".")})   # not its parents
+    matches = difflib.get_close_matches(key, candidates, n=3, cutoff=0.75)
+    if not matches:     # compare the last part within the same parent (task.dat.x: task.data.x is far as a whole)
+        parent, _, leaf = key.rpartition(".")
+        siblings = {c.rpartition(".")[2]: c for c in candidates if c.rpartition(".")[0] == parent}
+        matches = [siblings[m] for m in difflib.get_close_matches(leaf, list(siblings), n=3, cutoff=0.6)]
+    return f"did you mean {' or '.join(matches)}? " if matches else ""
+
+
+def setting_names(cfg) -> set[str]:
+    """Every dotted key of a composed config, nested groups included (task, task.data, task.data.batch_size …)."""
+    from omegaconf import DictConfig
+
+    names: set[str] = set()
+    def walk(node, prefix):
+        for key in node.keys() if isinstance(node, DictConfig) else ():
+            name = f"{prefix}{key}"
+            names.add(name)
+            try:
+                child = node._get_node(key)
+            except Exception:       # noqa: BLE001
+                continue
+            if isinstance(child, DictConfig):
+                walk(child, name + ".")
+    walk(cfg, "")
+    return names
+
+
 def validate(cfg) -> dict[str, Any]:
-    """Check every value and build every part on dummy inputs; returns the builders. Raises ConfigError."""
+    """Check every value and build every part on dummy inputs; returns the builders. Raises ConfigError
+    (an unknown setting with the closest known ones)."""
+    from ..tasks.base import ConfigError
+
+    try:
+        return _validate(cfg)
+    except ConfigError as err:
+        text = str(err)
+        match = re.match(r"^([\w.\[\]]+): unknown setting; ", text)
+        if match and "did you mean" not in text:
+            hint = did_you_mean(match.group(1), setting_names(cfg))
+            if hint:
+                raise ConfigError(text.replace("unknown setting; ", f"unknown setting; {hint}", 1)) from None
+        raise
+
+
+def _validate(cfg) -> dict[str, Any]:
     import torch
     from omegaconf import DictConfig, OmegaConf
 
     from ..tasks.base import ConfigError, check_number
     from ..train import TrainerConfig
+    from ..train.resume import GAP_POLICIES
 
     for key in cfg:
         if key not in TOP_LEVEL:
@@ -66,6 +116,9 @@ def validate(cfg) -> dict[str, Any]:
         raise ConfigError(f"trainer.precision={t.precision!r} is not allowed; choose one of 'fp32', 'bf16'")
     if not isinstance(t.compile, bool):
         raise ConfigError(f"trainer.compile={t.compile!r} is not allowed; use true or false")
+    if t.get("on_gap", "stop") not in GAP_POLICIES:
+        raise ConfigError(f"trainer.on_gap={t.on_gap!r} is not allowed; choose one of "
+                          f"{', '.join(map(repr, GAP_POLICIES))} (what a resume does when metrics.jsonl lacks steps)")
     if t.diverge_above is not None:
         check_number("trainer.diverge_above", t.diverge_above, 1, hi_open=True)
     if t.grad_clip is not None:
@@ -192,3 +245,46 @@ def validate_sweep(overrides: list[str]) -> None:
                 sys.exit(EXIT_BAD_INPUT)
             except Exception:   # composition errors: Hydra reports them when it launches the job
                 return
+
+
+# -- Hydra's composition errors ----------------------------------------------------------------------------------------
+
+
+def composition_error(err: Exception, argv: list[str]) -> str:
+    """One line for an error Hydra raised while composing the config: for a key that is no setting, the key and the
+    closest settings (composed from the same group choices); otherwise Hydra's own first line (and its cause's)."""
+    text = str(err)
+    match = (re.search(r"Could not override '([^']+)'", text)
+             or re.search(r"Could not delete from config\. '([^']+)' does not exist", text))
+    if match:
+        key = match.group(1)
+        given = next((a for a in argv if "=" in a and a.split("=", 1)[0].lstrip("+~") == key), key)
+        names = _names_for(argv)
+        hint = did_you_mean(key, names | set(GROUPS)) if names is not None else ""
+        parent = key.rpartition(".")[0]
+        where = f"{key} is not a setting"
+        if not hint and names is not None:
+            siblings = sorted(n.rpartition(".")[2] for n in names if n.rpartition(".")[0] == parent)
+            hint = f"{parent or 'the top level'} holds {', '.join(siblings[:20])}. " if siblings else ""
+        return f"{given}: {where}; {hint}(python -m sfbench [choices] --cfg job shows every setting)"
+    lines = [line for line in text.splitlines() if line.strip()][:1]
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        lines.append(str(cause).strip().splitlines()[0])
+    return " — ".join(lines) or type(err).__name__
+
+
+def _names_for(argv: list[str]) -> set[str] | None:
+    """The settings of the config composed from `argv`'s group choices only (None if that fails too)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()          # hydra.main's instance, left behind by the error
+    groups = [a for a in argv if "=" in a and not a.startswith("-")
+              and a.split("=", 1)[0].lstrip("+~").removeprefix("override ") in GROUPS]
+    groups = [a.split(",")[0] if "=" in a else a for a in groups]       # a sweep: its first choice
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+            return setting_names(compose("config", overrides=groups))
+    except Exception:       # noqa: BLE001 — no suggestions then, only the message
+        return None

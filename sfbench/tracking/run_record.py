@@ -10,12 +10,20 @@ drops the metric lines logged after S (and a last line cut short by a crash), so
 metrics.jsonl ends up identical to an uninterrupted run's.
 
 Non-finite values (a diverged loss) are written as JSON's NaN/Infinity extensions, which Python's json reads back.
+
+Faults (issue 13): a file that can't be read back as written — summary.json or config.yaml that doesn't parse, a
+metrics.jsonl line that is not a whole JSON object with a `step` anywhere but at the very end (a torn last line is
+what a killed writer leaves and is skipped) — raises `RecordDamaged`, whose message names the file and the remedy;
+a write that fails (a full disk) removes its temporary file and raises `RecordWriteError`, whose message names the
+path, the bytes it needed and the bytes free. Temporary files are all named `.<file>.tmp…`, so that the next run can
+remove the ones a killed process left (`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -27,20 +35,90 @@ STATUSES = ("running", "completed", "diverged", "preempted", "failed")
 CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.jsonl", "summary.json"
 
 
+class RecordDamaged(ValueError):
+    """A run-record file can't be read back. `str(err)`: one line naming the file, what is wrong and what to do."""
+
+    def __init__(self, path: str | os.PathLike, problem: str, remedy: str):
+        self.path, self.problem, self.remedy = Path(path), problem, remedy
+        super().__init__(f"{path} is damaged: {problem}. {remedy}")
+
+
+class RecordWriteError(OSError):
+    """Writing a run-record file failed (a full disk, a quota, a read-only filesystem). The temporary file is gone;
+    `str(err)`: one line naming the path, the error, the bytes the write needed and the bytes free there."""
+
+    def __init__(self, path: str | os.PathLike, err: OSError, needed: int | None = None):
+        self.path, self.needed = Path(path), needed
+        try:
+            self.free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            self.free = None
+        self.hint = ""
+        super().__init__(err.errno, err.strerror or str(err))
+
+    def __str__(self) -> str:
+        sizes = []
+        if self.needed is not None:
+            sizes.append(f"it needs about {human_bytes(self.needed)}")
+        if self.free is not None:
+            sizes.append(f"{human_bytes(self.free)} {'is' if self.needed is not None else 'are'} free there")
+        sizes_text = f" ({' and '.join(sizes)})" if sizes else ""
+        return f"could not write {self.path}: {self.strerror}{sizes_text}{self.hint}"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
+
+
+def temp_name(path: Path) -> str:
+    """The prefix of every temporary file written next to `path` (`remove_stale_temp_files` looks for it)."""
+    return f".{path.name}.tmp"
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one."""
+    """Write `text` to `path` so that readers see either the old file or the whole new one; on failure the temporary
+    file is removed and the error is a `RecordWriteError` naming the path."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    data = text.encode("utf-8")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        fd, tmp = tempfile.mkstemp(prefix=temp_name(path), dir=path.parent)
+    except OSError as err:
+        raise RecordWriteError(path, err, len(data)) from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, RecordWriteError):
+            raise RecordWriteError(path, err, len(data)) from err
         raise
+
+
+def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files a killed or failed writer left in `run_dir` and `run_dir/checkpoints`
+    (`.<name>.tmp…`); call it only while holding the run directory's lock. The Slurm launcher's `slurm.json` is
+    written by another process and left alone. Returns what was removed."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and ".tmp" in entry.name and not entry.name.startswith(".slurm.json") \
+                    and entry.is_file():
+                try:
+                    entry.unlink()
+                    removed.append(entry)
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def _plain(value: Any) -> Any:
@@ -81,10 +159,23 @@ class RunRecord:
             raise ValueError(f"a metrics line needs a 'step' key; got keys {sorted(metrics)}")
         if not self.writable:
             return
-        if self._metrics is None:
-            self._metrics = open(self.dir / METRICS, "a", encoding="utf-8")
-        self._metrics.write(json.dumps({k: _plain(v) for k, v in metrics.items()}) + "\n")
-        self._metrics.flush()
+        line = json.dumps({k: _plain(v) for k, v in metrics.items()}) + "\n"
+        try:
+            if self._metrics is None:
+                self._metrics = open(self.dir / METRICS, "a", encoding="utf-8")
+            self._metrics.write(line)
+            self._metrics.flush()
+        except OSError as err:
+            self.close()
+            raise RecordWriteError(self.dir / METRICS, err, len(line.encode())) from err
+
+    def sync(self) -> None:
+        """fsync metrics.jsonl: called before a checkpoint, so no checkpoint is ever ahead of the metrics on disk."""
+        if self._metrics is not None:
+            try:
+                os.fsync(self._metrics.fileno())
+            except OSError as err:
+                raise RecordWriteError(self.dir / METRICS, err) from err
 
     def truncate_after(self, step: int) -> int:
         """Keep only the lines with `step` ≤ `step` (and drop a torn last line); returns how many lines were kept."""
@@ -97,9 +188,14 @@ class RunRecord:
         return len(kept)
 
     def close(self) -> None:
+        """Close metrics.jsonl. A failure to flush its last buffered bytes (a full disk) is dropped here: the write
+        that failed has raised already, and a resume drops a torn last line."""
         if self._metrics is not None:
-            self._metrics.close()
-            self._metrics = None
+            metrics, self._metrics = self._metrics, None
+            try:
+                metrics.close()
+            except OSError:
+                pass
 
     # -- summary -----------------------------------------------------------------------------------------------------
     def write_summary(self, status: str, **fields: Any) -> dict:
@@ -124,25 +220,68 @@ class RunRecord:
         self.close()
 
 
+METRICS_REMEDY = ("Delete that line (or the file from there on) and run the same command again: the steps it "
+                  "loses are trained again from an earlier checkpoint when one is kept (trainer.on_gap says what "
+                  "happens otherwise)")
+
+
 def iter_metrics(path: str | os.PathLike) -> Iterator[dict]:
-    """The complete lines of a metrics.jsonl; a last line cut short by a crash is skipped."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
+    """The complete lines of a metrics.jsonl; a last line cut short by a crash is skipped. Any other line that is not
+    a JSON object with an integer `step` raises `RecordDamaged` naming the file and the line."""
+    with open(path, "rb") as f:
+        number = 0
+        for raw in f:
+            number += 1
+            if not raw.endswith(b"\n"):
                 break                      # torn write at the end of a killed run
-            line = line.strip()
-            if line:
-                yield json.loads(line)
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise RecordDamaged(path, f"line {number} is not a JSON object ({_preview(raw)})",
+                                    METRICS_REMEDY) from None
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int) or isinstance(row["step"], bool):
+                raise RecordDamaged(path, f"line {number} has no integer 'step' ({_preview(raw)})", METRICS_REMEDY)
+            yield row
+
+
+def _preview(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace").strip()
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def read_config(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / CONFIG
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {} if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RecordDamaged(path, f"not valid YAML ({str(err).splitlines()[0]})",
+                            "Restore it, or remove the run directory and train again") from None
+    if not isinstance(config, dict):
+        raise RecordDamaged(path, "not a mapping of settings", "Restore it, or remove the run directory and train again")
+    return config
+
+
+SUMMARY_REMEDY = ("Delete it and run the same command again: the run resumes from its checkpoint and writes a new "
+                  "summary (only the count of resumes is lost)")
 
 
 def read_summary(run_dir: str | os.PathLike) -> dict | None:
     path = Path(run_dir) / SUMMARY
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        summary = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise RecordDamaged(path, f"not valid JSON ({str(err).splitlines()[0]})", SUMMARY_REMEDY) from None
+    if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
+        raise RecordDamaged(path, "no valid 'status' in it", SUMMARY_REMEDY)
+    return summary
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,27 +1,166 @@
-"""Checkpoint files: atomic writes, RNG state, and the model at x from any checkpoint.
+"""Checkpoint files: atomic writes, the previous good checkpoint, RNG state, and the model at x from any checkpoint.
 
 A checkpoint (`RUN/checkpoints/last.pt`) holds the *training* state — parameters at y, optimizer state, scheduler,
 the online theory accumulators, RNG states and the step — so a resumed run is bit-exact (loop.py says why y, not x).
+
+Writes are atomic and durable: the state goes to `.last.pt.tmp<pid>` (through a Python file object, so a full disk
+is an `OSError` with its errno, not torch's opaque writer error), is fsynced, and replaces the old file in one
+rename. Before that rename the old `last.pt` becomes `prev.pt` (a hard link, so `last.pt` never disappears), so a
+damaged or unreadable `last.pt` — a disk error, a truncated copy — falls back to the checkpoint before it
+(`load_checkpoint`). A write that fails removes its temporary file and raises `RecordWriteError` naming the path and
+the bytes it needed.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
+from ..tracking.run_record import RecordDamaged, RecordWriteError, temp_name
+
 CHECKPOINT = "checkpoints/last.pt"
+PREVIOUS = "checkpoints/prev.pt"
+STATE_KEYS = ("step", "model", "optimizer", "rng")
+
+
+def state_bytes(obj: Any) -> int:
+    """About how many bytes `torch.save(obj)` writes: the tensors' storages (each once) plus a little per object."""
+    seen, total, stack = set(), 4096, [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes() + 512
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            total += 64 * len(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+            total += 16 * len(item)
+        else:
+            total += 64
+    return total
+
+
+def _write_temp(obj: Any, path: Path) -> Path:
+    """`obj` written and fsynced to `path`'s temporary name; on any failure that file is removed."""
+    tmp = path.with_name(f"{temp_name(path)}{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as err:
+        _remove(tmp)
+        if isinstance(err, OSError):
+            raise RecordWriteError(path, err, state_bytes(obj)) from err
+        raise
+    return tmp
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    tmp = _write_temp(obj, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise RecordWriteError(path, err) from err
+
+
+def save_checkpoint(state: dict, run_dir: Path, keep_previous: bool = True) -> None:
+    """Write `RUN/checkpoints/last.pt`; the one it replaces becomes `prev.pt` (unless `keep_previous` is False: the
+    current last.pt is known to be damaged and must not become the fallback)."""
+    last, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    tmp = _write_temp(state, last)
+    try:
+        if keep_previous and last.exists():
+            link = prev.with_name(f"{temp_name(prev)}{os.getpid()}")
+            _remove(link)
+            try:
+                os.link(last, link)
+                os.replace(link, prev)
+            except OSError:             # no hard links here: rename (a crash in between leaves prev.pt only)
+                _remove(link)
+                os.replace(last, prev)
+        os.replace(tmp, last)
+    except OSError as err:
+        _remove(tmp)
+        raise RecordWriteError(last, err) from err
+
+
+@dataclass
+class Loaded:
+    state: dict
+    path: Path
+    step: int
+
+
+def read_checkpoint(path: Path, device) -> dict:
+    """A checkpoint's state, or `RecordDamaged` saying why it can't be used."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as err:        # noqa: BLE001 — torch reports damage as RuntimeError, EOFError, UnpicklingError …
+        first = (str(err).splitlines() or [""])[0].strip()
+        raise RecordDamaged(path, f"unreadable ({type(err).__name__}{': ' + first[:120] if first else ''})",
+                            CHECKPOINT_REMEDY) from None
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+        raise RecordDamaged(path, "not a training checkpoint (keys missing)", CHECKPOINT_REMEDY)
+    return state
+
+
+CHECKPOINT_REMEDY = ("Restore it from a copy, or delete the run directory's checkpoints/ folder (and metrics.jsonl) "
+                     "to train this run again from step 0")
+
+
+def load_checkpoint(run_dir: Path, device, log=print) -> Loaded | None:
+    """The newest usable checkpoint of a run: last.pt, else prev.pt (saying why), else None when there is none.
+    When checkpoints exist but none can be read: `RecordDamaged` for last.pt."""
+    last, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    problems = []
+    for path in (last, prev):
+        if not path.exists():
+            continue
+        try:
+            state = read_checkpoint(path, device)
+        except RecordDamaged as err:
+            problems.append(err)
+            continue
+        if path == prev:
+            why = problems[0].problem if problems else "missing"
+            log(f"sfbench: {last} is {why}; resuming from the previous checkpoint {prev.name} "
+                f"(step {int(state['step'])}) instead")
+        return Loaded(state, path, int(state["step"]))
+    if problems:
+        raise problems[0]
+    return None
+
+
+def previous_checkpoint(run_dir: Path, device) -> Loaded | None:
+    """prev.pt if it exists and is readable (the resume check rolls back to it to re-train a gap in the metrics)."""
+    path = run_dir / PREVIOUS
+    if not path.exists():
+        return None
+    try:
+        state = read_checkpoint(path, device)
+    except RecordDamaged:
+        return None
+    return Loaded(state, path, int(state["step"]))
 
 
 def rng_state() -> dict:

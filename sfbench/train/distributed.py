@@ -62,6 +62,16 @@ def _slurm_tasks() -> int:
         return 1
 
 
+def env_rank() -> int:
+    """This process's rank as the environment gives it before any process group exists (torchrun's RANK, or the Slurm
+    task of a multi-task step); 0 outside data parallel. Used to let only rank 0 take a run directory's lock."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if _slurm_tasks() > 1:
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    return 0
+
+
 def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the process group the environment describes (if any); returns it and this rank's device."""
     if "WORLD_SIZE" not in os.environ and _slurm_tasks() > 1:

@@ -12,13 +12,21 @@ rather than x is what makes resuming bit-exact — x → y is not an exact float
 written at the end as `RUN/model.pt` (and `sfbench.train.load_model_at_x` recovers x from any checkpoint;
 `checkpoint.py`).
 
-SIGTERM / SIGUSR2 (Slurm's warning before a time limit or preemption) finish the current step, checkpoint, and end
-the run with status `preempted`; a non-finite loss ends it with status `diverged`. Both return normally (exit 0) so
-that sweeps go on.
+SIGTERM / SIGUSR2 (Slurm's warning before a time limit or preemption) and SIGINT (Ctrl-C) finish the current step,
+checkpoint, and end the run with status `preempted`; a non-finite loss ends it with status `diverged`. Both return
+normally (exit 0) so that sweeps go on. A second Ctrl-C stops at once (`StopNow`): the run ends `preempted` at its
+last checkpoint, which the next run resumes from; writes in progress finish first, so the record stays whole.
+
+Faults (issue 13): the process that writes a run holds the run directory's lock (`sfbench.tracking.lock`) for the
+whole run; resuming checks the record first (`resume.py`: the checkpoint, with a fallback to the previous one, and
+metrics.jsonl against it) before anything is written; temporary files a killed run left are removed; a write that
+fails (a full disk) ends the run `failed` with a one-line `RecordWriteError`; a run resumed at its last step
+evaluates at x again and writes its final metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,10 +43,12 @@ import numpy as np
 import torch
 
 from ..tasks.base import ConfigError, Task
-from ..tracking.run_record import RunRecord
+from ..tracking import lock as run_lock
+from ..tracking.run_record import RecordDamaged, RecordWriteError, RunRecord, remove_stale_temp_files
 from ..tracking.sinks import NullSink, Sink
 from . import distributed
-from .checkpoint import CHECKPOINT, atomic_torch_save, rng_state, set_rng_state
+from .checkpoint import CHECKPOINT, PREVIOUS, atomic_torch_save, rng_state, save_checkpoint, set_rng_state
+from .resume import GAP_POLICIES, ResumePlan, plan_resume
 from .online_bound import OnlineBound
 from .progress import Progress
 
@@ -58,7 +68,12 @@ class TrainerConfig:
     log_every_s: float = 30.0        # plain progress lines when stderr is not a terminal
     bn_recompute_batches: int = 50   # RLS README's recommendation
     diverge_above: float | None = 100.0   # diverged: loss > this × the first step's loss (or non-finite)
+    on_gap: str = "stop"             # metrics.jsonl lacks steps a checkpoint covers: stop | record | restart (resume.py)
     seed: int = 0
+
+
+class StopNow(KeyboardInterrupt):
+    """A second Ctrl-C: stop at once (at the last checkpoint), without the step boundary the first one waits for."""
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -91,6 +106,12 @@ class Trainer:
         self.run_name, self.group = run_name, group
         self.record = RunRecord(self.run_dir)
         self._stop_signal: int | None = None
+        self.stopped_at_once = False     # a second Ctrl-C ended the run (the CLI exits 130)
+        self._hold = 0                   # > 0: a write is in progress; a second Ctrl-C waits for it
+        self._abort_pending = False
+        self._ckpt_step = 0              # the step the newest checkpoint holds (what a resume starts from)
+        self._keep_previous = True       # the next save may turn last.pt into prev.pt
+        self._ended = False
 
     # -- signals -----------------------------------------------------------------------------------------------------
     @property
@@ -102,24 +123,61 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
-        for sig in (signal.SIGTERM, signal.SIGUSR2):
+        for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
 
     def _on_signal(self, signum, frame) -> None:
-        self._stop_signal = signum
+        if signum == signal.SIGINT and self._stop_signal is not None:     # Ctrl-C after a stop request
+            if self._hold:
+                self._abort_pending = True
+                return
+            raise StopNow()
+        if self._stop_signal is None:
+            self._stop_signal = signum
+        if signum == signal.SIGINT and self.dist_is_main:
+            print("\nsfbench: Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to stop at once, at "
+                  "the last checkpoint)", file=sys.stderr)
+
+    @property
+    def dist_is_main(self) -> bool:
+        return getattr(self, "dist", None) is None or self.dist.is_main
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write in progress: a second Ctrl-C during it stops the run once it is done, not in the middle."""
+        self._hold += 1
+        try:
+            yield
+        finally:
+            self._hold -= 1
+            if not self._hold and self._abort_pending:
+                self._abort_pending = False
+                raise StopNow()
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
     def _save(self, step: int, model, opt, sched, theory: OnlineBound | None) -> None:
-        if not self.dist.is_main:
-            return
-        atomic_torch_save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict() if sched is not None else None,
-                            "theory": theory.state_dict() if theory is not None else None,
-                            "rng": rng_state()}, self.run_dir / CHECKPOINT)
+        """last.pt at `step` (the one it replaces becomes prev.pt); metrics.jsonl is fsynced first, so a checkpoint
+        is never ahead of the metrics on disk."""
+        if self.dist.is_main:
+            self.record.sync()
+            save_checkpoint({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict() if sched is not None else None,
+                             "theory": theory.state_dict() if theory is not None else None,
+                             "rng": rng_state()}, self.run_dir, keep_previous=self._keep_previous)
+            self._keep_previous = True
+        self._ckpt_step = step
 
-    def _load(self, model, opt, sched, theory: OnlineBound | None) -> int:
-        state = torch.load(self.run_dir / CHECKPOINT, map_location=self.device, weights_only=False)
+    def _plan_resume(self) -> ResumePlan:
+        """Which checkpoint to resume from, checked against metrics.jsonl (resume.py); reads only."""
+        if self.cfg.on_gap not in GAP_POLICIES:
+            raise ConfigError(f"trainer.on_gap={self.cfg.on_gap!r} is not allowed; choose one of "
+                              f"{', '.join(GAP_POLICIES)}")
+        say = (lambda line: print(line, file=sys.stderr)) if self.dist.is_main else (lambda line: None)
+        return plan_resume(self.run_dir, log_every=self.cfg.log_every, total_steps=self.cfg.steps,
+                           on_gap=self.cfg.on_gap, device=self.device, log=say)
+
+    def _load(self, state: dict, model, opt, sched, theory: OnlineBound | None) -> int:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state["scheduler"] is not None:
@@ -212,6 +270,16 @@ class Trainer:
 
     # -- the run -----------------------------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Train (or resume) the run. Raises `RunLocked` when another process writes the directory, `RecordDamaged`
+        when its record can't be resumed (nothing written then), `RecordWriteError` when a write fails."""
+        # one writer per run directory: rank 0 holds the lock for the whole run (the CLI may hold it already)
+        lock = run_lock.acquire(self.run_dir) if distributed.env_rank() == 0 else None
+        try:
+            return self._run_locked()
+        finally:
+            run_lock.release(lock)
+
+    def _run_locked(self) -> dict:
         cfg = self.cfg
         summary = self.record.read_summary()
         if summary and summary.get("status") in ("completed", "diverged"):
@@ -226,13 +294,53 @@ class Trainer:
         previous_handlers = self._install_signal_handlers()     # a signal during setup is honoured after it
         try:
             return self._run(summary)
+        except StopNow as err:
+            return self._end_abruptly(err, self._ckpt_step + 1)
+        except RecordWriteError as err:
+            self._end_abruptly(err, self._ckpt_step + 1)
+            raise
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             distributed.teardown(self.dist)
 
+    def _end_abruptly(self, err: BaseException, step: int) -> dict:
+        """Close the record after `err` stopped the run: a second Ctrl-C → `preempted` at the last checkpoint; a
+        failed write → `failed` with its one-line message (best effort: the disk may still be full); anything else
+        → `failed` with the error. Once per run."""
+        if self._ended:
+            return self.record.read_summary() or {}
+        self._ended = True
+        self.record.close()
+        if isinstance(err, StopNow):
+            self.stopped_at_once = True
+            status, fields = "preempted", {"steps_done": self._ckpt_step, "error": None}
+            if self.dist.is_main:
+                print(f"\nsfbench: stopped at once (second Ctrl-C); the run resumes from step {self._ckpt_step}, its "
+                      f"last checkpoint — run the same command again", file=sys.stderr)
+        elif isinstance(err, RecordWriteError):
+            err.hint = (f"; free some space and run the same command again: it resumes from step {self._ckpt_step}, "
+                        f"its last checkpoint")
+            status, fields = "failed", {"steps_done": self._ckpt_step, "error": str(err)}
+        else:
+            status, fields = "failed", {"steps_done": step - 1, "error": f"{type(err).__name__}: {err}"}
+        summary = {"status": status, **fields}
+        try:
+            summary = self.record.write_summary(status, **fields)
+        except (OSError, RecordDamaged):
+            pass
+        self.sink.finish(status)
+        return summary
+
     def _run(self, summary: dict | None) -> dict:
         cfg = self.cfg
+        plan = self._plan_resume()      # a damaged record stops here, before anything is written
+        if self.dist.is_main:
+            removed = remove_stale_temp_files(self.run_dir)
+            if removed:
+                print(f"sfbench: removed {len(removed)} temporary file(s) an interrupted run left "
+                      f"({', '.join(p.name for p in removed[:3])}{', …' if len(removed) > 3 else ''})",
+                      file=sys.stderr)
         seed_everything(cfg.seed)
         self.task.setup(self.device)
         seed_everything(cfg.seed)
@@ -243,21 +351,29 @@ class Trainer:
         if cfg.theory:     # before loading a checkpoint: the origin x_0 is the seeded initial model
             theory = OnlineBound(opt, cfg.steps, self.task.summary().get("D"), cfg.theory_d_every)
         start = 0
-        resumed = (self.run_dir / CHECKPOINT).exists()
+        resumed = plan.loaded is not None
         if resumed:
-            start = self._load(model, opt, sched, theory)
+            start = self._load(plan.loaded.state, model, opt, sched, theory)
+            plan.loaded.state = None            # the tensors are in the model and optimizer now
+            self._keep_previous = plan.keep_previous
             self.record.truncate_after(start)
             print(f"sfbench: resuming {self.run_dir} from step {start}", file=sys.stderr)
         else:
+            if self.dist.is_main:               # trainer.on_gap=restart: the checkpoints are ahead of the record
+                for name in (CHECKPOINT, PREVIOUS):
+                    (self.run_dir / name).unlink(missing_ok=True)
             self.record.truncate_after(0)       # a run that died before its first checkpoint starts clean
             self.record.write_config(self.run_config)
         start = distributed.agree(self.dist, start, "the step to resume from", self.device)
+        self._ckpt_step = start
         requeues = (summary or {}).get("resumes", 0) + (1 if resumed else 0)
         n_params = sum(p.numel() for p in model.parameters())
         self.record.write_summary("running", steps_done=start, total_steps=cfg.steps, resumes=requeues,
                                   device=str(self.device), world_size=self.dist.world if self.dist.active else None,
                                   parameters=n_params, task=self.task.summary(),
-                                  theory=theory.summary() if theory is not None else None, error=None)
+                                  theory=theory.summary() if theory is not None else None, error=None,
+                                  metrics_gaps=_merge_gaps((summary or {}).get("metrics_gaps"), plan.gaps)
+                                  if resumed else None)
         forward = torch.compile(model) if cfg.compile else model
         distributed.broadcast_parameters(self.dist, model)
         if hasattr(opt, "train"):
@@ -270,6 +386,14 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         status, last, started = "completed", {}, time.time()
         first_loss = self.record.read_summary().get("first_loss") if resumed else None
+        if resumed and first_loss is None and plan.rows and plan.rows[0]["step"] == 1:     # summary.json was lost
+            loss_1 = plan.rows[0].get("train/loss")
+            first_loss = abs(loss_1) if isinstance(loss_1, (int, float)) and math.isfinite(loss_1) else None
+        if resumed and start >= cfg.steps:
+            # killed after the last checkpoint, before the end: the final metrics are the last line's, evaluated at
+            # x again (model.pt, the theory fit and the summary are written below as at the end of any run)
+            last = dict(plan.rows[-1]) if plan.rows and plan.rows[-1]["step"] == start else {"step": start}
+            last.update(self._evaluate(forward, opt))
         step = start
         if self._stop_signal is not None and not self.dist.active:   # asked to stop while setting up
             # (several processes: the first step's all-reduce carries the flag, so every rank stops together)
@@ -336,14 +460,16 @@ class Trainer:
                     self.record.write_summary("running", first_loss=first_loss)
                 progress.update(step, loss_value, float(lr_used))
                 if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == cfg.steps:
-                    self._save(step, model, opt, sched, theory)
-                    self.task.persist()
-                    self.record.write_summary("running", steps_done=step)
+                    with self._writing():
+                        self._save(step, model, opt, sched, theory)
+                        self.task.persist()
+                        self.record.write_summary("running", steps_done=step)
                 if not self.dist.active:      # one process: a signal that came during this step stops here
                     stop_now = self._stop_signal is not None
                 if stop_now and step < cfg.steps:
-                    self._save(step, model, opt, sched, theory)
-                    self.task.persist()
+                    with self._writing():
+                        self._save(step, model, opt, sched, theory)
+                        self.task.persist()
                     status = "preempted"
                     name = signal.Signals(self._stop_signal).name if self._stop_signal else "a stop request (another rank)"
                     print(f"sfbench: {name} received; checkpointed at step {step} — run the same command again "
@@ -351,9 +477,7 @@ class Trainer:
                     break
         except BaseException as err:
             progress.close()
-            self.record.write_summary("failed", steps_done=step - 1, error=f"{type(err).__name__}: {err}")
-            self.sink.finish("failed")
-            self.record.close()
+            self._end_abruptly(err, step)
             raise
         progress.close()
         steps_done = last.get("step", start) if status != "diverged" else last["step"] - 1
@@ -378,3 +502,9 @@ class Trainer:
         self.sink.finish(status)
         self.record.close()
         return summary
+
+
+def _merge_gaps(known: list | None, new: list[list[int]]) -> list[list[int]] | None:
+    """Ranges of missing metric lines recorded so far plus the ones this resume went on over (trainer.on_gap=record)."""
+    merged = sorted({tuple(r) for r in (known or [])} | {tuple(r) for r in new})
+    return [list(r) for r in merged] or None
