@@ -28,6 +28,12 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
     directory — but waited for like the new ones. The rest is submitted as one array, and each job's id is
     written to RUN/slurm.json. `launch` is the plugin's (v1.2) with these steps added: the plugin submits and
     waits in one method, so it can't be extended in between.
+
+    While it waits (`watch.wait_for_jobs`) it prints a status line now and then (queued / running / done, with
+    Slurm's pending reasons), and when Slurm says a job can never start (PartitionConfig, a per-job QOS limit, …)
+    it cancels what this launch submitted and exits 2 with one line naming the reason and the requested resource
+    against what the partition has. A run whose summary.json is damaged stops the launch before anything is
+    submitted (exit 2, naming the file); sbatch refusing the array is one line too.
     """
 
     def launch(self, job_overrides, initial_job_idx):
@@ -36,7 +42,11 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         from submitit.slurm.slurm import SlurmJob
 
         from sfbench.cli.sweep import FINISHED, live_slurm_job, write_slurm_record
+        from sfbench.cli.validate import EXIT_BAD_INPUT
         from sfbench.tracking import read_summary
+        from sfbench.tracking.run_record import RecordDamaged
+
+        from .watch import Unschedulable, wait_for_jobs
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -48,7 +58,11 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         for pos, overrides in enumerate(job_overrides):
             idx = initial_job_idx + pos
             run_dir = self._run_dir(overrides, idx)
-            summary = read_summary(run_dir) if run_dir is not None else None
+            try:
+                summary = read_summary(run_dir) if run_dir is not None else None
+            except RecordDamaged as err:
+                print(f"sfbench: error: {err} (nothing was submitted)", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
             if summary and summary.get("status") in FINISHED:
                 print(f"sfbench: {run_dir} already finished ({summary['status']}); not submitted again",
                       file=sys.stderr)
@@ -65,22 +79,39 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         print(f"sfbench: sweep {sweep_dir}: {len(job_overrides)} runs — {finished} finished, "
               f"{len(waiting)} still in Slurm from an earlier launch, {len(submit)} to submit", file=sys.stderr)
         if submit:
+            import submitit
+
             executor = self._executor()
             folder = os.path.abspath(str(self.params["submitit_folder"]))
             for _, idx, overrides, _ in submit:
                 submitit_launcher.log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_params = [(overrides, "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state())
                           for _, idx, overrides, _ in submit]
-            jobs = executor.map_array(self, *zip(*job_params))
+            try:
+                jobs = executor.map_array(self, *zip(*job_params))
+            except submitit.core.utils.FailedJobError as err:     # sbatch refused the array
+                why = (str(err).strip().splitlines() or ["sbatch failed"])[-1]
+                print(f"sfbench: error: sbatch refused the sweep's job array: {why} (hydra.launcher.* sets what "
+                      f"the jobs ask for; sinfo shows what the partitions have)", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
             for (pos, _, _, run_dir), job in zip(submit, jobs):
                 if run_dir is not None:
                     write_slurm_record(run_dir, job.job_id, folder)
                 waiting.append((pos, job))
+            submitted = sorted({job.job_id.split("_")[0] for job in jobs})
+        else:
+            submitted = []
         watcher = job_state_watcher()
-        for pos, job in sorted(waiting, key=lambda item: item[0]):
+        for _, job in waiting:
             if watcher is not None:
                 job.watcher = watcher
-            returns[pos] = job.results()[0]
+        try:
+            results = wait_for_jobs(sorted(waiting, key=lambda item: item[0]), str(sweep_dir), submitted)
+        except Unschedulable as err:
+            print(f"sfbench: error: {err}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        for pos, result in results.items():
+            returns[pos] = result
         return returns
 
     def _executor(self):

@@ -199,8 +199,11 @@ def main(argv: list[str] | None = None) -> None:
         print("\nsfbench: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as err:
-        if _task_started:
-            raise
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if _task_started or not isinstance(err, (HydraException, OmegaConfBaseException)):
+            raise                                   # a defect, not bad input: the traceback is the report
         print(f"sfbench: error: {composition_error(err, argv)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     finally:

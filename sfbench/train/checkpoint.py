@@ -50,19 +50,45 @@ def state_bytes(obj: Any) -> int:
     return total
 
 
+class _Writes:
+    """A file for torch.save that remembers the OSError of a failed write: torch's zip writer reports a write that
+    failed part-way (a full disk) as its own RuntimeError ("unexpected pos …"), which says nothing of the cause."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        try:
+            return self.f.flush()
+        except OSError as err:
+            self.error = err
+            raise
+
+
 def _write_temp(obj: Any, path: Path) -> Path:
-    """`obj` written and fsynced to `path`'s temporary name; on any failure that file is removed."""
+    """`obj` written and fsynced to `path`'s temporary name; on any failure that file is removed, and an OS error
+    (however torch reported it) becomes a `RecordWriteError` naming `path`."""
     tmp = path.with_name(f"{temp_name(path)}{os.getpid()}")
+    writes = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            writes = _Writes(f)
+            torch.save(obj, writes)
             f.flush()
             os.fsync(f.fileno())
     except BaseException as err:
         _remove(tmp)
-        if isinstance(err, OSError):
-            raise RecordWriteError(path, err, state_bytes(obj)) from err
+        cause = err if isinstance(err, OSError) else writes.error if writes is not None else None
+        if cause is not None and not isinstance(err, KeyboardInterrupt):
+            raise RecordWriteError(path, cause, state_bytes(obj)) from err
         raise
     return tmp
 
