@@ -141,6 +141,7 @@ def test_four_run_sweep_is_one_job_array_and_a_relaunch_submits_nothing(slurm_cl
                  "#SBATCH --signal=USR2@120", "#SBATCH --time=30", "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK"):
         assert flag in script, script
     assert "4 to submit" in out
+    assert f"sfbench: sweep {sweep}: 4 Slurm jobs — " in out                # status lines while it waited
 
     again = finish(launch(args, tmp_path, env), timeout=120)       # … and relaunching a finished sweep submits none
     assert again.count("already finished (completed); not submitted again") == 4 and "0 to submit" in again
@@ -196,6 +197,38 @@ def test_time_limit_warning_requeues_and_ends_equal_to_an_uninterrupted_run(slur
     assert "this job is timed-out" in logs and "Requeued job" in logs
     assert summary["resumes"] >= 1 and summary["resumes"] == logs.count("sfbench: resuming")
     assert metric_rows(run_dir) == metric_rows(only_run(tmp_path / "ref"))
+
+
+# -- jobs Slurm can never start ---------------------------------------------------------------------------------------
+
+@on_slurm
+def test_a_sweep_slurm_can_never_start_stops_with_the_reason_and_cancels_its_jobs(slurm_cluster, tmp_path,
+                                                                                  sfbench_env):
+    """More CPUs per task than the node has (the default cpus_per_task=4 on the 2-CPU test node): Slurm keeps the
+    jobs pending with reason PartitionConfig. The launcher stops within 2 minutes with the reason and the request
+    against the partition, exit 2, and cancels the array it submitted."""
+    env = subprocess_env(sfbench_env)
+    node_cpus = max(int(c.rstrip("+")) for c in subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True,
+                                                                text=True, timeout=60).stdout.split())
+    asked = max(4, node_cpus + 2)
+    args = ["-m", "hydra/launcher=slurm", f"hydra.launcher.cpus_per_task={asked}", *LOGREG, "trainer.steps=50",
+            "opt.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"hydra.launcher.name=unsched-{os.getpid()}"]
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "sfbench", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert elapsed < 120, elapsed
+    error = [line for line in proc.stderr.splitlines() if line.startswith("sfbench: error:")]
+    assert len(error) == 1 and "Traceback" not in proc.stderr
+    assert "(PartitionConfig)" in error[0]
+    assert f"{asked} CPUs on one node (hydra.launcher.cpus_per_task={asked}" in error[0]
+    assert f"has {node_cpus}: set hydra.launcher.cpus_per_task={node_cpus} or less" in error[0]
+    (array,) = submitted_arrays(tmp_path / "sweep")
+    assert f"Cancelled Slurm job(s) {array}." in error[0]
+    left = subprocess.run(["squeue", "-h", "-j", array, "-t", "PENDING,RUNNING"], capture_output=True, text=True,
+                          timeout=60)
+    assert left.stdout.strip() == ""
 
 
 # -- the launcher killed: relaunching the same command ----------------------------------------------------------------

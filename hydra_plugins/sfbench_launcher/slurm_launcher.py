@@ -106,7 +106,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             if watcher is not None:
                 job.watcher = watcher
         try:
-            results = wait_for_jobs(sorted(waiting, key=lambda item: item[0]), str(sweep_dir), submitted)
+            results = wait_for_jobs(sorted(waiting, key=lambda item: item[0]), str(sweep_dir), submitted,
+                                    dict(self.params))
         except Unschedulable as err:
             print(f"sfbench: error: {err}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)

@@ -101,19 +101,24 @@ def _mem_mb(text: str | None) -> float | None:
 
 
 def _minutes(text: str | None) -> float | None:
-    """Slurm's [D-]HH:MM:SS / MM:SS / MM; None for UNLIMITED, INFINITE or nothing."""
+    """Slurm's time formats — M, M:S, H:M:S, D-H, D-H:M, D-H:M:S — in minutes; None for UNLIMITED and the like."""
     text = (text or "").strip()
-    if not text or text.upper() in ("UNLIMITED", "INFINITE", "NONE", "PARTITION_LIMIT"):
+    if not text or text.upper() in ("UNLIMITED", "INFINITE", "NONE", "PARTITION_LIMIT", "N/A"):
         return None
     days, _, rest = text.rpartition("-")
-    parts = [float(p) for p in rest.split(":")]
-    if len(parts) == 1:
-        minutes = parts[0]
-    elif len(parts) == 2:
-        minutes = parts[0] + parts[1] / 60 if not days else parts[0] * 60 + parts[1]
-    else:
-        minutes = parts[0] * 60 + parts[1] + parts[2] / 60
-    return minutes + (float(days) * 1440 if days else 0)
+    try:
+        parts = [float(p) for p in rest.split(":")]
+        day_minutes = float(days) * 1440 if days else 0.0
+    except ValueError:
+        return None
+    if days:                        # D-H, D-H:M, D-H:M:S
+        parts += [0.0] * (3 - len(parts))
+    elif len(parts) == 1:           # M
+        parts = [0.0, parts[0], 0.0]
+    elif len(parts) == 2:           # M:S
+        parts = [0.0, *parts]
+    hours, minutes, seconds = parts[:3]
+    return day_minutes + hours * 60 + minutes + seconds / 60
 
 
 def _int(text: str | None) -> int | None:
@@ -154,41 +159,50 @@ def partition(name: str | None) -> Partition | None:
     return Partition(name, info, nodes)
 
 
-def mismatches(job: dict, part: Partition, has_gpus_cap: bool = True) -> list[str]:
-    """What the job (`scontrol show job` fields) asks for that partition `part` can't give, one phrase each."""
+def _setting(params: dict, key: str) -> str:
+    value = params.get(key)
+    return f"hydra.launcher.{key}" + (f"={value}" if value is not None else "")
+
+
+def mismatches(job: dict, part: Partition, params: dict | None = None) -> list[str]:
+    """What the job (`scontrol show job` fields) asks for that partition `part` can't give, one phrase each, with
+    the launcher setting behind it (`params`: the launcher's settings, for their values)."""
+    params = params or {}
     found = []
     cpus = _int(job.get("MinCPUsNode"))
     most_cpus = part.most("cpus")
     cap = _int(part.info.get("MaxCPUsPerNode"))
     limit = min(x for x in (most_cpus or None, cap) if x) if (most_cpus or cap) else None
     if cpus and limit and cpus > limit:
-        found.append(f"{cpus} CPUs on one node (hydra.launcher.cpus_per_task × tasks_per_node) but the largest node "
-                     f"of partition {part.name} has {limit} CPUs")
+        tasks = int(params.get("tasks_per_node") or 1)
+        found.append(f"{cpus} CPUs on one node ({_setting(params, 'cpus_per_task')} × tasks_per_node={tasks}) but "
+                     f"the largest node of partition {part.name} has {limit}: set hydra.launcher.cpus_per_task="
+                     f"{max(1, limit // tasks)} or less")
     mem = _mem_mb(job.get("MinMemoryNode"))
     if not mem and _mem_mb(job.get("MinMemoryCPU")) and cpus:
         mem = _mem_mb(job.get("MinMemoryCPU")) * cpus
     most_mem = part.most("mem_mb")
     if mem and most_mem and mem > most_mem:
-        found.append(f"{mem / 1024:.1f} GB of memory on one node (hydra.launcher.mem_gb) but the largest node of "
-                     f"partition {part.name} has {most_mem / 1024:.1f} GB")
+        found.append(f"{mem / 1024:.1f} GB of memory on one node ({_setting(params, 'mem_gb')}) but the largest "
+                     f"node of partition {part.name} has {most_mem / 1024:.1f} GB")
     gpus = _gpus(job.get("TresPerNode") or job.get("Gres") or "")
     if gpus and gpus > part.most("gpus"):
-        found.append(f"{gpus} GPUs per node (hydra.launcher.gpus_per_node) but the nodes of partition {part.name} "
-                     f"have at most {part.most('gpus')}")
+        found.append(f"{gpus} GPUs per node ({_setting(params, 'gpus_per_node')}) but the nodes of partition "
+                     f"{part.name} have at most {part.most('gpus')}")
     nodes = _int(job.get("NumNodes"))
     total = _int(part.info.get("TotalNodes")) or sum(n["count"] for n in part.nodes)
     max_nodes = _int(part.info.get("MaxNodes"))
     allowed = min(x for x in (total, max_nodes) if x) if (total or max_nodes) else None
     if nodes and allowed and nodes > allowed:
-        found.append(f"{nodes} nodes (hydra.launcher.nodes) but partition {part.name} allows {allowed}")
+        found.append(f"{nodes} nodes ({_setting(params, 'nodes')}) but partition {part.name} allows {allowed}")
     time_min, max_time = _minutes(job.get("TimeLimit")), _minutes(part.info.get("MaxTime"))
     if time_min and max_time and time_min > max_time:
-        found.append(f"a time limit of {time_min:.0f} min (hydra.launcher.timeout_min) but partition {part.name} "
-                     f"allows {max_time:.0f} min")
+        found.append(f"a time limit of {time_min:.0f} min ({_setting(params, 'timeout_min')}) but partition "
+                     f"{part.name} allows {max_time:.0f} min")
     return found
 
 
-def explain(job_id: str, reason: str) -> str:
+def explain(job_id: str, reason: str, params: dict | None = None) -> str:
     """One line: why Slurm will never start `job_id`, as the requested resource against what the partition has."""
     job = scontrol("job", job_id)
     part = partition(job.get("Partition"))
@@ -203,7 +217,7 @@ def explain(job_id: str, reason: str) -> str:
     if head == "ReqNodeNotAvail":
         return (f"it asks for nodes this cluster does not have ({reason}); drop the node list from "
                 f"hydra.launcher.additional_parameters or name existing nodes (sinfo -N lists them)")
-    found = mismatches(job, part) if part is not None else []
+    found = mismatches(job, part, params) if part is not None else []
     if found:
         return "it asks for " + "; and ".join(found)
     ask = job.get("ReqTRES") or job.get("TRES") or "?"
@@ -241,8 +255,8 @@ def status_line(states: dict[str, tuple[str, str]], job_ids: list[str], done: in
     return ", ".join(parts)
 
 
-def wait_for_jobs(jobs: list[tuple[int, object]], sweep: str, submitted: list[str], out=sys.stderr,
-                  clock=time.monotonic, sleep=time.sleep) -> dict[int, object]:
+def wait_for_jobs(jobs: list[tuple[int, object]], sweep: str, submitted: list[str], params: dict | None = None,
+                  out=sys.stderr, clock=time.monotonic, sleep=time.sleep) -> dict[int, object]:
     """Wait for submitit jobs [(position, job)], collecting `job.results()[0]` by position. Prints status lines;
     raises `Unschedulable` (after cancelling `submitted` and the unschedulable jobs) when Slurm says a job can never
     start. `job.results()` raises for a job that failed, as before."""
@@ -264,8 +278,9 @@ def wait_for_jobs(jobs: list[tuple[int, object]], sweep: str, submitted: list[st
             for job in pending.values():
                 state, reason = states.get(job.job_id, ("", ""))
                 if state == "PENDING" and never_starts(reason):
-                    why = explain(job.job_id, reason)
-                    cancelled = cancel(submitted + [job.job_id])
+                    why = explain(job.job_id, reason, params)
+                    adopted = [] if job.job_id.split("_")[0] in submitted else [job.job_id]   # an earlier launch's
+                    cancelled = cancel(submitted + adopted)
                     raise Unschedulable(f"Slurm can never start job {job.job_id} of sweep {sweep} ({reason}): "
                                         f"{why}. {cancelled}")
             line = status_line(states, [job.job_id for job in pending.values()], total - len(pending))
