@@ -109,7 +109,8 @@ class Trainer:
         self.stopped_at_once = False     # a second Ctrl-C ended the run (the CLI exits 130)
         self._hold = 0                   # > 0: a write is in progress; a second Ctrl-C waits for it
         self._abort_pending = False
-        self._ckpt_step = 0              # the step the newest checkpoint holds (what a resume starts from)
+        self._ckpt_step: int | None = None   # the newest checkpoint's step (what a resume starts from); None: not
+        #                                     known yet (stopped before the resume was planned)
         self._keep_previous = True       # the next save may turn last.pt into prev.pt
         self._ended = False
 
@@ -295,9 +296,9 @@ class Trainer:
         try:
             return self._run(summary)
         except StopNow as err:
-            return self._end_abruptly(err, self._ckpt_step + 1)
+            return self._end_abruptly(err, 0)
         except RecordWriteError as err:
-            self._end_abruptly(err, self._ckpt_step + 1)
+            self._end_abruptly(err, 0)
             raise
         finally:
             for sig, handler in previous_handlers.items():
@@ -312,16 +313,18 @@ class Trainer:
             return self.record.read_summary() or {}
         self._ended = True
         self.record.close()
+        known = self._ckpt_step is not None
+        resume_at = f"step {self._ckpt_step}, its last checkpoint" if known else "its last checkpoint"
         if isinstance(err, StopNow):
             self.stopped_at_once = True
-            status, fields = "preempted", {"steps_done": self._ckpt_step, "error": None}
-            if self.dist.is_main:
-                print(f"\nsfbench: stopped at once (second Ctrl-C); the run resumes from step {self._ckpt_step}, its "
-                      f"last checkpoint — run the same command again", file=sys.stderr)
+            status, fields = "preempted", {"steps_done": self._ckpt_step, "error": None} if known else {"error": None}
+            if self.dist_is_main:
+                print(f"\nsfbench: stopped at once (second Ctrl-C); the run resumes from {resume_at} — run the "
+                      f"same command again", file=sys.stderr)
         elif isinstance(err, RecordWriteError):
-            err.hint = (f"; free some space and run the same command again: it resumes from step {self._ckpt_step}, "
-                        f"its last checkpoint")
-            status, fields = "failed", {"steps_done": self._ckpt_step, "error": str(err)}
+            err.hint = f"; free some space and run the same command again: it resumes from {resume_at}"
+            status, fields = "failed", {"steps_done": self._ckpt_step, "error": str(err)} if known else \
+                {"error": str(err)}
         else:
             status, fields = "failed", {"steps_done": step - 1, "error": f"{type(err).__name__}: {err}"}
         summary = {"status": status, **fields}
@@ -335,6 +338,7 @@ class Trainer:
     def _run(self, summary: dict | None) -> dict:
         cfg = self.cfg
         plan = self._plan_resume()      # a damaged record stops here, before anything is written
+        self._ckpt_step = plan.step
         if self.dist.is_main:
             removed = remove_stale_temp_files(self.run_dir)
             if removed:
