@@ -222,6 +222,7 @@ def test_a_sweep_slurm_can_never_start_stops_with_the_reason_and_cancels_its_job
     error = [line for line in proc.stderr.splitlines() if line.startswith("sfbench: error:")]
     assert len(error) == 1 and "Traceback" not in proc.stderr
     assert "(PartitionConfig)" in error[0]
+    assert f"sfbench: sweep {tmp_path / 'sweep'}: 2 Slurm jobs — 2 queued (" in proc.stderr      # the status line
     assert f"{asked} CPUs on one node (hydra.launcher.cpus_per_task={asked}" in error[0]
     assert f"has {node_cpus}: set hydra.launcher.cpus_per_task={node_cpus} or less" in error[0]
     (array,) = submitted_arrays(tmp_path / "sweep")

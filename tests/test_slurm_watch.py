@@ -104,8 +104,8 @@ def test_wait_prints_status_lines_and_collects_results_in_order(monkeypatch):
     results = watch.wait_for_jobs(jobs, "multirun/x", ["5"], out=out, clock=lambda: next(clock), sleep=lambda s: None)
     assert results == {0: "a", 1: "b"}
     assert out.getvalue().splitlines() == [
-        "sfbench: sweep multirun/x: 2 Slurm jobs — 2 pending (None), 0 done",
-        "sfbench: sweep multirun/x: 2 Slurm jobs — 1 pending (JobArrayTaskLimit), 1 running, 0 done",
+        "sfbench: sweep multirun/x: 2 Slurm jobs — 2 queued (None), 0 done",
+        "sfbench: sweep multirun/x: 2 Slurm jobs — 1 queued (JobArrayTaskLimit), 1 running, 0 done",
         "sfbench: sweep multirun/x: 2 Slurm jobs — 1 running, 1 done"]
 
 

@@ -2,7 +2,8 @@
 
 While the launcher waits it asks `squeue` about the sweep's jobs — every few seconds at first, then every 30 s — and
 prints a line whenever the picture changes (at most every 10 s) and every 2 minutes anyway:
-`sfbench: sweep multirun/x: 4 Slurm jobs — 2 pending (Resources), 1 running, 1 done`.
+`sfbench: sweep multirun/x: 4 Slurm jobs — 2 queued (Resources), 1 running, 1 done` (Slurm's pending reasons in
+brackets).
 
 Some pending reasons mean the job will never start as asked: the request exceeds what the partition has
 (`PartitionConfig`, `PartitionNodeLimit`, `PartitionTimeLimit`, `BadConstraints`), a per-job QOS or association
@@ -239,7 +240,7 @@ def status_line(states: dict[str, tuple[str, str]], job_ids: list[str], done: in
     for job_id in job_ids:
         state, reason = states.get(job_id, ("", ""))
         if state == "PENDING":
-            counts["pending"] = counts.get("pending", 0) + 1
+            counts["queued"] = counts.get("queued", 0) + 1
             head = reason.split(",")[0].strip() or "?"
             reasons[head] = reasons.get(head, 0) + 1
         elif state in ("RUNNING", "COMPLETING", "CONFIGURING"):
@@ -247,9 +248,9 @@ def status_line(states: dict[str, tuple[str, str]], job_ids: list[str], done: in
         elif state:
             counts[state.lower()] = counts.get(state.lower(), 0) + 1
     parts = []
-    if counts.get("pending"):
-        why = ", ".join(f"{r}" if n == counts["pending"] else f"{r}: {n}" for r, n in sorted(reasons.items()))
-        parts.append(f"{counts.pop('pending')} pending ({why})")
+    if counts.get("queued"):
+        why = ", ".join(f"{r}" if n == counts["queued"] else f"{r}: {n}" for r, n in sorted(reasons.items()))
+        parts.append(f"{counts.pop('queued')} queued ({why})")
     parts += [f"{n} {state}" for state, n in sorted(counts.items())]
     parts.append(f"{done} done")
     return ", ".join(parts)
@@ -275,6 +276,11 @@ def wait_for_jobs(jobs: list[tuple[int, object]], sweep: str, submitted: list[st
         if not pending:
             break
         if states is not None:
+            line = status_line(states, [job.job_id for job in pending.values()], total - len(pending))
+            now = clock()
+            if (line != last_line and now - last_print >= LINE_EVERY_S) or now - last_print >= HEARTBEAT_S:
+                print(f"sfbench: sweep {sweep}: {total} Slurm jobs — {line}", file=out, flush=True)
+                last_line, last_print = line, now
             for job in pending.values():
                 state, reason = states.get(job.job_id, ("", ""))
                 if state == "PENDING" and never_starts(reason):
@@ -283,11 +289,6 @@ def wait_for_jobs(jobs: list[tuple[int, object]], sweep: str, submitted: list[st
                     cancelled = cancel(submitted + adopted)
                     raise Unschedulable(f"Slurm can never start job {job.job_id} of sweep {sweep} ({reason}): "
                                         f"{why}. {cancelled}")
-            line = status_line(states, [job.job_id for job in pending.values()], total - len(pending))
-            now = clock()
-            if (line != last_line and now - last_print >= LINE_EVERY_S) or now - last_print >= HEARTBEAT_S:
-                print(f"sfbench: sweep {sweep}: {total} Slurm jobs — {line}", file=out, flush=True)
-                last_line, last_print = line, now
         sleep(poll)
         poll = min(poll * 1.5, POLL_MAX_S)
     return results
