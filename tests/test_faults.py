@@ -274,9 +274,12 @@ def test_a_gap_no_checkpoint_precedes_stops_or_is_recorded_or_restarts(reference
     assert "trainer.on_gap=record" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert snapshot(cut) == before
 
-    assert run_cli([*args, "trainer.on_gap=record", "hydra.run.dir=cut"]) == 0     # the same run directory
+    with monkeypatch.context() as m:                    # the same run directory; preempted again at step 32 …
+        preempt_at(m, 32)
+        assert run_cli([*args, "trainer.on_gap=record", "hydra.run.dir=cut"]) == 0
     err = capsys.readouterr().err
     assert "going on from step 25" in err and "metrics_gaps" in err
+    assert run_cli([*args, "hydra.run.dir=cut"]) == 0    # … and resumed without the flag: the gap is known
     summary = read_summary(cut)
     assert summary["status"] == "completed" and summary["metrics_gaps"] == [[int(missing.split("–")[0]), 25]]
     assert rows(cut) == [r for r in rows(full) if r["step"] > 25 or r["step"] < int(missing.split("–")[0])]

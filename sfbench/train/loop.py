@@ -169,14 +169,15 @@ class Trainer:
             self._keep_previous = True
         self._ckpt_step = step
 
-    def _plan_resume(self) -> ResumePlan:
+    def _plan_resume(self, summary: dict | None) -> ResumePlan:
         """Which checkpoint to resume from, checked against metrics.jsonl (resume.py); reads only."""
         if self.cfg.on_gap not in GAP_POLICIES:
             raise ConfigError(f"trainer.on_gap={self.cfg.on_gap!r} is not allowed; choose one of "
                               f"{', '.join(GAP_POLICIES)}")
         say = (lambda line: print(line, file=sys.stderr)) if self.dist.is_main else (lambda line: None)
         return plan_resume(self.run_dir, log_every=self.cfg.log_every, total_steps=self.cfg.steps,
-                           on_gap=self.cfg.on_gap, device=self.device, log=say)
+                           on_gap=self.cfg.on_gap, device=self.device, log=say,
+                           accepted=(summary or {}).get("metrics_gaps"))
 
     def _load(self, state: dict, model, opt, sched, theory: OnlineBound | None) -> int:
         model.load_state_dict(state["model"])
@@ -337,7 +338,7 @@ class Trainer:
 
     def _run(self, summary: dict | None) -> dict:
         cfg = self.cfg
-        plan = self._plan_resume()      # a damaged record stops here, before anything is written
+        plan = self._plan_resume(summary)   # a damaged record stops here, before anything is written
         self._ckpt_step = plan.step
         if self.dist.is_main:
             removed = remove_stale_temp_files(self.run_dir)

@@ -8,8 +8,8 @@ missing, so `plan_resume` checks, and:
 - **repairs** the gap when a kept checkpoint precedes it: it resumes from `prev.pt` instead, and the steps from there
   on are trained — and logged — again (bit-exact: batches are a pure function of the step);
 - otherwise acts on `trainer.on_gap`: `stop` (the default) ends the run with exit status 2 and a message naming the
-  missing steps; `record` goes on from S and records the missing ranges in summary.json (`metrics_gaps`), saying so;
-  `restart` removes the checkpoints and trains the run again from step 0.
+  missing steps; `record` goes on from S and records the missing ranges in summary.json (`metrics_gaps`), saying so
+  (later resumes accept the recorded ranges); `restart` removes the checkpoints and trains the run again from step 0.
 
 A damaged `last.pt` falls back to `prev.pt` (`checkpoint.load_checkpoint`); the steps a run logs are those of
 `logged_steps`, the loop's rule (every `log_every`-th step and the last one).
@@ -90,9 +90,10 @@ def _rows_upto(path: Path, step: int) -> list[dict]:
 
 
 def plan_resume(run_dir: Path, *, log_every: int, total_steps: int, on_gap: str, device,
-                log: Callable[[str], None]) -> ResumePlan:
+                log: Callable[[str], None], accepted: list | None = None) -> ResumePlan:
     """Choose the checkpoint to resume from and check the metrics against it (module docstring). Reads only: the
-    caller applies the plan (and `restart` removes the checkpoints once the caller goes ahead)."""
+    caller applies the plan (and `restart` removes the checkpoints once the caller goes ahead). `accepted`: ranges
+    an earlier resume already went on over (summary.json's `metrics_gaps`), not reported again."""
     if on_gap not in GAP_POLICIES:
         raise ValueError(f"on_gap={on_gap!r}: choose one of {', '.join(GAP_POLICIES)}")
     loaded = load_checkpoint(run_dir, device, log)
@@ -100,7 +101,8 @@ def plan_resume(run_dir: Path, *, log_every: int, total_steps: int, on_gap: str,
         return ResumePlan(None)
     metrics = run_dir / METRICS
     rows = _rows_upto(metrics, loaded.step)
-    gaps = missing_ranges(rows, logged_steps(log_every, total_steps, loaded.step))
+    known = {step for a, b in (accepted or []) for step in range(int(a), int(b) + 1)}
+    gaps = missing_ranges(rows, [s for s in logged_steps(log_every, total_steps, loaded.step) if s not in known])
     from_last = loaded.path == run_dir / CHECKPOINT
     if not gaps:
         return ResumePlan(loaded, rows, keep_previous=from_last)
