@@ -141,7 +141,7 @@ def test_four_run_sweep_is_one_job_array_and_a_relaunch_submits_nothing(slurm_cl
                  "#SBATCH --signal=USR2@120", "#SBATCH --time=30", "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK"):
         assert flag in script, script
     assert "4 to submit" in out
-    assert f"sfbench: sweep {sweep}: 4 Slurm jobs — " in out                # status lines while it waited
+    assert f"sfbench: sweep {_sweep_dir(args)}: 4 Slurm jobs — " in out     # status lines while it waited
 
     again = finish(launch(args, tmp_path, env), timeout=120)       # … and relaunching a finished sweep submits none
     assert again.count("already finished (completed); not submitted again") == 4 and "0 to submit" in again

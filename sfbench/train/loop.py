@@ -137,8 +137,11 @@ class Trainer:
         if self._stop_signal is None:
             self._stop_signal = signum
         if signum == signal.SIGINT and self.dist_is_main:
-            print("\nsfbench: Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to stop at once, at "
-                  "the last checkpoint)", file=sys.stderr)
+            try:        # not print(): the handler may run while the main code is inside a write to stderr
+                os.write(2, b"\nsfbench: Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to stop "
+                            b"at once, at the last checkpoint)\n")
+            except OSError:
+                pass
 
     @property
     def dist_is_main(self) -> bool:
