@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.steps % CHECKPOINTS:
         parser.error(f"--steps must be a multiple of {CHECKPOINTS} (the number of checkpoints)")
     every = opts.steps // CHECKPOINTS
+    started = time.monotonic()
     rng = random.Random(opts.seed)
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="sfbench-faults-"))
     workdir = workdir.resolve()
@@ -351,8 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print("fault_inject: FAILED\n  " + "\n  ".join(failures), flush=True)
         return 1
+    import resource
+
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
     print(f"fault_inject: all {trial} re-runs ended completed with a record identical to the uninterrupted run's "
-          f"(metrics, summary, model.pt, config)", flush=True)
+          f"(metrics, summary, model.pt, config); {time.monotonic() - started:.0f} s wall, {cpu:.0f} s CPU",
+          flush=True)
     if not opts.keep and opts.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
