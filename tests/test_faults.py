@@ -315,13 +315,14 @@ def test_unreadable_last_checkpoint_falls_back_to_the_previous_one(reference, mo
 def test_stale_temp_files_are_removed_at_start(reference, monkeypatch, capsys):
     args, full = reference()
     cut = preempted_run(monkeypatch, args, 25)
-    stale = [cut / "checkpoints" / ".last.pt.tmp12345", cut / ".summary.json.tmpabc123", cut / ".model.pt.tmp99"]
+    stale = [cut / "checkpoints" / ".last.pt.tmp12345", cut / ".summary.json.tmpabc123", cut / ".model.pt.tmp99",
+             cut / ".metrics.jsonl.k2j3h4"]             # the last: an earlier version's mkstemp name
     for path in stale:
         path.write_bytes(b"")
     (cut / "checkpoints" / ".last.pt.tmp777").write_bytes(os.urandom(5000))
     capsys.readouterr()
     assert run_cli([*args, "hydra.run.dir=cut"]) == 0
-    assert "removed 4 temporary file(s)" in capsys.readouterr().err
+    assert "removed 5 temporary file(s)" in capsys.readouterr().err
     assert not [p for p in cut.rglob(".*") if p.name != ".lock"] and not (cut / ".lock").exists()
     assert_equal_runs(cut, full)
 

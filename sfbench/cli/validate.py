@@ -280,11 +280,13 @@ def _names_for(argv: list[str]) -> set[str] | None:
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()          # hydra.main's instance, left behind by the error
-    groups = [a for a in argv if "=" in a and not a.startswith("-")
-              and a.split("=", 1)[0].lstrip("+~").removeprefix("override ") in GROUPS]
-    groups = [a.split(",")[0] if "=" in a else a for a in groups]       # a sweep: its first choice
+    def is_group(arg: str) -> bool:
+        key = arg.split("=", 1)[0].lstrip("+~").removeprefix("override ")
+        return key in GROUPS or key.startswith("hydra/")
+
+    groups = [a.split(",")[0] for a in argv if "=" in a and not a.startswith("-") and is_group(a)]  # sweeps: 1st
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            return setting_names(compose("config", overrides=groups))
+            return setting_names(compose("config", overrides=groups, return_hydra_config=True))
     except Exception:       # noqa: BLE001 — no suggestions then, only the message
         return None

@@ -102,17 +102,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+RECORD_FILES = (CONFIG, METRICS, SUMMARY, "model.pt", "theory_fit.json", "wandb_id.txt", "last.pt", "prev.pt")
+
+
+def is_temp_file(name: str) -> bool:
+    """`.<name>.tmp…` (this version's temporary files) or `.<record file>.<anything>` (mkstemp's names in earlier
+    versions); never the lock or the Slurm launcher's `slurm.json` (written by another process)."""
+    if not name.startswith(".") or name == ".lock" or name.startswith(".slurm.json"):
+        return False
+    return ".tmp" in name or any(name.startswith(f".{known}.") for known in RECORD_FILES)
+
+
 def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
     """Remove the temporary files a killed or failed writer left in `run_dir` and `run_dir/checkpoints`
-    (`.<name>.tmp…`); call it only while holding the run directory's lock. The Slurm launcher's `slurm.json` is
-    written by another process and left alone. Returns what was removed."""
+    (`is_temp_file`); call it only while holding the run directory's lock. Returns what was removed."""
     removed = []
     for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():
-            if entry.name.startswith(".") and ".tmp" in entry.name and not entry.name.startswith(".slurm.json") \
-                    and entry.is_file():
+            if is_temp_file(entry.name) and entry.is_file():
                 try:
                     entry.unlink()
                     removed.append(entry)
