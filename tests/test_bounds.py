@@ -69,26 +69,34 @@ def test_c2_best_step_minimises_the_bound():
 @pytest.mark.parametrize("schedule", ["constant", "wsd", "cosine"])
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 1.0])
 def test_c1_holds_at_every_step_on_logistic_regression(schedule, beta):
-    """SF with `lr` weights (SFS schedulet), full batch: f(x_T) − f* ≤ (D² + Σγ²‖g‖²)/(2Σγ), ‖g_t‖ taken at y_t."""
+    """SF with the theorem's weighting (`schedulet`), full batch: f(x_T) − f* ≤ (D² + Σ_{t≤T} γ_t²‖g_t‖²)/(2Σ_{t≤T}γ_t)
+    with ‖g_t‖ taken at y_t — the sums to T inclusive: γ_T from the schedule, g_T at y_T computed here."""
     task = LogRegTask(n=300, d=10, reg=1e-3, seed=1)
     task.setup(torch.device("cpu"))
     model = task.model()
-    opt = SFSGD(model.parameters(), lr=0.5, momentum=beta, weighting="lr")
+    opt = SFSGD(model.parameters(), lr=0.5, momentum=beta, weighting="schedulet")
     T = 200
-    sched = make_schedule(schedule, total_steps=T, warmup_steps=10 if schedule == "wsd" else 0).lr_scheduler(opt)
+    schedule = make_schedule(schedule, total_steps=T, warmup_steps=10 if schedule == "wsd" else 0)
+    sched = schedule.lr_scheduler(opt)
+    gam = 0.5 * schedule.array(T + 1)
     D = float(torch.linalg.vector_norm(task.w0 - task.x_star))
-    gammas, grad_sq, subopt = [], [], []
-    for step in range(T):
+    grad_sq, subopt = [], []
+    for step in range(T + 1):
         loss, _ = task.loss(model, task.batch(step))
         opt.zero_grad()
         loss.backward()
         grad_sq.append(float(model.w.grad @ model.w.grad))
+        if step == T:
+            break
         opt.step()
-        gammas.append(opt.param_groups[0]["last_lr"])
+        assert opt.param_groups[0]["last_lr"] == pytest.approx(gam[step], rel=1e-14)
         sched.step()
         opt.eval()
         subopt.append(float(task.objective(model.w.detach())) - task.f_star)
         opt.train()
-    bound = sf_bound(gammas, grad_sq, D)
+    num = D ** 2 + np.cumsum(gam ** 2 * np.array(grad_sq))
+    bound = num[1:] / (2 * np.cumsum(gam)[1:])          # element T−1: the bound on x_T
     assert np.all(np.array(subopt) <= bound * (1 + 1e-9)), np.max(np.array(subopt) / bound)
     assert subopt[-1] < subopt[0]
+    # the naive reading, sums to T − 1 (sf_bound), is a different number
+    assert not np.allclose(sf_bound(gam[:T], grad_sq[:T], D), bound)

@@ -96,7 +96,8 @@ def test_parity_with_schedulefree(base, r, weight_decay, foreach):
 
 # -- against the literal three-sequence reference, every mode ------------------------------------------------------
 
-def reference_step(ref: ReferenceSF, ref_model: torch.nn.Module, t: int, lr: float, lower_bound: float) -> None:
+def reference_step(ref: ReferenceSF, ref_model: torch.nn.Module, t: int, lr: float, lower_bound: float,
+                   next_lr: float | None = None) -> None:
     """One step of the literal reference: gradient of batch t taken at its y (through a twin model)."""
     with torch.no_grad():
         for p, y in zip(ref_model.parameters(), ref.y):
@@ -104,12 +105,13 @@ def reference_step(ref: ReferenceSF, ref_model: torch.nn.Module, t: int, lr: flo
     ref_model.zero_grad()
     loss = loss_fn(ref_model, t)
     loss.backward()
-    ref.step([p.grad for p in ref_model.parameters()], lr, loss=loss.item(), lower_bound=lower_bound)
+    ref.step([p.grad for p in ref_model.parameters()], lr, loss=loss.item(), lower_bound=lower_bound,
+             next_lr=next_lr)
 
 
 CASES = [
     dict(weighting=w, beta=beta, lr_rule=rule)
-    for w in ("lr_power", "uniform", "lr", "poly")
+    for w in ("lr_power", "uniform", "lr", "poly", "schedulet", "constant")
     for beta in (0.0, 0.5, 0.9, 1.0)
     for rule in ("schedule", "polyak")
 ]
@@ -122,7 +124,7 @@ def test_matches_three_sequence_reference(base, case):
     weighting, beta, rule = case["weighting"], case["beta"], case["lr_rule"]
     model = make_model(seed=3)
     lr = 0.02 if base == "adam" else 0.2
-    kw = dict(weight_decay=0.01, weighting=weighting, alpha=0.6, r=0.5, lr_rule=rule)
+    kw = dict(weight_decay=0.01, weighting=weighting, alpha=0.6, r=0.5, lr_rule=rule, c=0.3)
     if base == "adam":
         opt = SFAdamW(model.parameters(), lr=lr, betas=(beta, 0.99), **kw)
     else:
@@ -131,12 +133,14 @@ def test_matches_three_sequence_reference(base, case):
     ref = ReferenceSF(list(ref_model.parameters()), base=base, beta=beta, beta2=0.99, **kw)
     for t in range(40):
         step_lr = lr * (1 + math.sin(t))          # an arbitrary positive sequence; for Polyak, the cap
+        next_lr = lr * (1 + math.sin(t + 1))
         opt.param_groups[0]["lr"] = step_lr
+        opt.param_groups[0]["lr_lookahead"] = [step_lr, next_lr]     # what Schedule.lr_scheduler writes
         opt.zero_grad()
         loss = loss_fn(model, t)
         loss.backward()
         opt.step(loss=loss, lower_bound=0.01) if rule == "polyak" else opt.step()
-        reference_step(ref, ref_model, t, step_lr, lower_bound=0.01)
+        reference_step(ref, ref_model, t, step_lr, lower_bound=0.01, next_lr=next_lr)
         assert opt.param_groups[0]["last_lr"] == pytest.approx(ref.last_lr, rel=1e-9, abs=1e-15)
     for p, y in zip(model.parameters(), ref.y):
         assert rel_err(p, y) < 1e-9
@@ -329,7 +333,7 @@ def test_polyak_interpolates_least_squares(cls):
     w = torch.nn.Parameter(torch.zeros(50, dtype=F64))
     beta = dict(momentum=0.5) if cls is SFSGD else dict(betas=(0.5, 0.999))
     opt = cls([w], lr=1e3, lr_rule="polyak", **beta)
-    assert opt.param_groups[0]["weighting"] == "uniform"      # SF-Polyak's default pairing (SFS v2)
+    assert opt.param_groups[0]["weighting"] == "lr_power"     # as the authors run it, from the scheduled cap
     steps = 600 if cls is SFSGD else 3000
     for _ in range(steps):
         loss = f(w)

@@ -196,7 +196,8 @@ def _run_sf(f, grad, x0, gammas, cs, beta):
 
 
 @pytest.mark.parametrize("method,beta,gamma,alpha", [("sf_constant", 1.0, 1.0, 0.5), ("sf_constant", 0.8, 1.0, 0.5),
-                                                     ("sf_poly", 0.3, 1.0, 0.5), ("xz_distance", 1.0, 0.25, 0.5)])
+                                                     ("sf_poly", 0.3, 1.0, 0.5), ("xz_distance", 1.0, 0.25, 0.5),
+                                                     ("sf_increasing", 1.0, 1.0, 0.5), ("sf_increasing", 0.6, 0.5, 0.0)])
 def test_worst_case_bounds_concrete_runs(method, beta, gamma, alpha):
     """For any 1-smooth f, metric ≤ W · (f(x_0) − f(x_T)) with W the PEP value at Δ = 1 (the SDP is homogeneous in
     Δ). A wrong iterate in the PEP (β, c, γ_t, where f(x_T) is taken) would let some run exceed it."""
@@ -410,3 +411,54 @@ def test_sf_constant_T1_to_8_sweep():
         assert r["scaled"]["T*wc"] == pytest.approx(r["T"] * r["value"])
     scs = worst_case("sf_constant", 8, beta=1.0, gamma=1.0, solver="SCS", use_cache=False)
     assert scs["value"] == pytest.approx(values[-1], rel=1e-3)
+
+
+# ------------------------------------------------------------------- SFN's increasing-c averaging; fitted rates
+
+def test_increasing_c_coefficients_and_limits():
+    """c_{t+1} = 1 − (1 − c)(t+1)^(−α): α = 0 is the constant (EMA, IAM) coefficient c, growth toward 1 otherwise;
+    c = 1 is x = z, plain gradient descent, whose exact worst case is 4LΔ/(3T)."""
+    _, cs = coefficients("sf_increasing", 6, gamma=1.0, alpha=0.0, c=0.1)
+    assert np.allclose(cs, 0.1)
+    _, cs = coefficients("sf_increasing", 6, gamma=1.0, alpha=0.5, c=0.1)
+    assert cs[0] == pytest.approx(0.1) and np.all(np.diff(cs) > 0) and cs[-1] < 1
+    assert np.allclose(cs, 1 - 0.9 * np.arange(1, 7) ** -0.5)
+    for T in (2, 3):
+        res = worst_case("sf_increasing", T, alpha=0.7, c=1.0, use_cache=False)
+        assert res["value"] == pytest.approx(4.0 / (3.0 * T), rel=REL)
+    with pytest.raises(ValueError, match="sf_increasing needs"):
+        worst_case("sf_increasing", 2, alpha=-1.0)
+
+
+def test_increasing_c_cache_key_carries_c(tmp_path):
+    a = worst_case("sf_increasing", 2, alpha=0.5, c=0.1)
+    b = worst_case("sf_increasing", 2, alpha=0.5, c=0.3)
+    assert a["c"] == 0.1 and b["c"] == 0.3 and not b["cached"] and a["value"] != b["value"]
+    assert worst_case("sf_increasing", 2, alpha=0.5, c=0.1)["cached"] is True
+
+
+def test_fit_rates_tells_a_power_law_from_an_inverse_log():
+    """On exact T^(−0.3) data the power fit is exact and the 1/log fit is not, and the reverse on C/log(T+1); both
+    extrapolate to T = 1000 from their own form."""
+    from sfbench.pep import fit_rates
+
+    T = np.arange(5, 41)
+    power, inv_log = fit_rates(T, 2.0 * T ** -0.3)
+    assert power.a == pytest.approx(0.3, rel=1e-10) and power.rms_log < 1e-12 < inv_log.rms_log
+    assert power.at_far == pytest.approx(2.0 * 1000 ** -0.3, rel=1e-9)
+    power, inv_log = fit_rates(T, 0.6 / np.log(T + 1.0))
+    assert inv_log.C == pytest.approx(0.6, rel=1e-10) and inv_log.rms_log < 1e-12 < power.rms_log
+    with pytest.raises(ValueError, match="needs"):
+        fit_rates([5, 6], [1.0, 0.9])
+
+
+def test_cli_increasing_c_prints_fitted_rates(tmp_path, capsys):
+    assert cli_main(["--method", "sf_increasing", "--T", "1-6", "--alpha", "0.5", "--c", "0.1", "--out",
+                     str(tmp_path), "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "fitted rates on T = 5 … 6" not in out            # fewer than 3 horizons ≥ 5: no fit printed
+    assert (tmp_path / "pep_sf_increasing_beta1_gamma1_alpha0.5_c0.1.csv").exists()
+    assert cli_main(["--method", "sf_increasing", "--T", "1-8", "--alpha", "0.5", "--out", str(tmp_path),
+                     "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "fitted rates on T = 5 … 8" in out and "T^-a" in out and "1/log(T+1)" in out

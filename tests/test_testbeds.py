@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfbench.tasks.testbeds import LogRegTask, NonconvexTask, QuadraticTask
+from sfbench.tasks.testbeds import HingeTask, LADTask, LogRegTask, NonconvexTask, QuadraticTask
 from sfbench.tracking import read_summary
 from test_cli import metric_rows, only_run, run_cli
 
@@ -87,6 +87,9 @@ def test_nonconvex_logs_gradient_norm_at_x_and_minibatches_are_deterministic(in_
     (["task=logreg", "task.label_noise=0.7"], "task.label_noise=0.7"),
     (["task=quadratic", "task.d=0"], "task.d=0"),
     (["task=nonconvex", "task.init=ones"], "task.init='ones'"),
+    (["task=lad", "task.noise=-1"], "task.noise=-1"),
+    (["task=hinge", "task.label_noise=0.7"], "task.label_noise=0.7"),
+    (["task=hinge", "task.reg=-0.1"], "task.reg=-0.1"),
 ])
 def test_bad_testbed_settings(in_run_env, capsys, args, key):
     assert run_cli(["logger=none", *args]) == 2
@@ -103,3 +106,74 @@ def test_underdetermined_quadratic_optimum_is_where_gradient_descent_goes():
         w -= (A.T @ (A @ w - b) / len(b)) / L
     np.testing.assert_allclose(task.x_star.numpy(), w, atol=1e-8)
     assert task.summary()["D"] == pytest.approx(float(np.linalg.norm(task.w0.numpy() - w)), rel=1e-7)
+
+
+# -- the non-smooth testbeds (LP optimum) -------------------------------------------------------------------------
+
+def numpy_problem(task):
+    """f and one subgradient of the LAD / hinge objective, written with numpy (independent of the task's torch code)."""
+    A, b = task.A.numpy(), task.targets.numpy()
+    n = len(b)
+    if task.name == "lad":
+        return (lambda w: np.abs(A @ w - b).mean()), (lambda w: A.T @ np.sign(A @ w - b) / n)
+    lam = task.reg
+    f = lambda w: np.maximum(0.0, 1 - b * (A @ w)).mean() + lam * np.abs(w).sum()            # noqa: E731
+    g = lambda w: -(A.T @ (b * (1 - b * (A @ w) > 0))) / n + lam * np.sign(w)                 # noqa: E731
+    return f, g
+
+
+@pytest.mark.parametrize("make", [lambda: LADTask(), lambda: HingeTask(), lambda: LADTask(n=300, d=30, seed=3),
+                                  lambda: HingeTask(reg=0.0, seed=2)], ids=["lad", "hinge", "lad-300x30", "hinge-noreg"])
+def test_lp_optimum_agrees_with_a_long_subgradient_run(make):
+    """f* from linprog equals what 25 000 normalised subgradient steps with geometrically shrinking steps (which
+    converge linearly on these sharp, piecewise-linear objectives) reach, to 1e-6 — and nothing gets below it."""
+    task = make()
+    task.setup(torch.device("cpu"))
+    f, g = numpy_problem(task)
+    w, step, best = np.zeros(task.d), 1.0, np.inf
+    for _ in range(25_000):
+        best = min(best, f(w))
+        gk = g(w)
+        norm = np.linalg.norm(gk)
+        if norm == 0:
+            break
+        w, step = w - step * gk / norm, step * 0.9995
+    assert best >= task.f_star - 1e-9                           # the LP optimum is not beaten
+    assert best - task.f_star < 1e-6                            # and the long run reaches it
+    assert task.f_star == pytest.approx(f(task.x_star.numpy()), rel=1e-14)
+    assert task.summary()["D"] == pytest.approx(float(np.linalg.norm(task.x_star.numpy())), rel=1e-12)
+
+
+@pytest.mark.parametrize("cls", [LADTask, HingeTask])
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_lipschitz_constant_and_gradient_bound_hold(cls, batch_size):
+    """G (summary) bounds every subgradient the steps can take; `gradient_bound` bounds the next one at w."""
+    task = cls(n=200, d=10, batch_size=batch_size, seed=4)
+    task.setup(torch.device("cpu"))
+    G = task.summary()["G"]
+    model = task.model()
+    rng = np.random.default_rng(0)
+    for k in range(30):
+        with torch.no_grad():
+            model.w.copy_(torch.as_tensor(rng.standard_normal(10) * 3))
+        batch = task.batch(k)
+        loss, _ = task.loss(model, batch)
+        (grad,) = torch.autograd.grad(loss, model.w)
+        norm = float(torch.linalg.vector_norm(grad))
+        assert norm <= G * (1 + 1e-12)
+        assert norm <= task.gradient_bound(model) * (1 + 1e-12)
+    assert task.summary()["convex"] is True and task.summary()["stochastic"] is (batch_size is not None)
+
+
+@pytest.mark.parametrize("task_name", ["lad", "hinge"])
+def test_lp_testbeds_log_the_exact_suboptimality(in_run_env, task_name):
+    assert run_cli([*RUN, f"task={task_name}", "opt=sf_sgd", "opt.lr=1.0"]) == 0
+    run_dir = only_run(in_run_env)
+    final = metric_rows(run_dir)[-1]
+    task = LADTask() if task_name == "lad" else HingeTask()
+    task.setup(torch.device("cpu"))
+    f, _ = numpy_problem(task)
+    x = torch.load(run_dir / "model.pt")["w"].numpy()
+    assert final["eval/subopt"] == pytest.approx(f(x) - task.f_star, rel=1e-9, abs=1e-15)
+    assert 0 < final["eval/subopt"] < f(np.zeros(task.d)) - task.f_star
+    assert read_summary(run_dir)["task"]["G"] == pytest.approx(task.summary()["G"])

@@ -1,9 +1,9 @@
 """The bound every run logs (ALGORITHMS.md [C1], [C3]; sfbench.train.online_bound) and the fit stored with it ([C4]).
 
-[C1] is marked *reconstructed* in ALGORITHMS.md: "test that it holds on convex problems". Here it is tested the way the
-issue asks — full-batch logistic regression (convex, exact f* and D), `opt=sf_schedulet` with each of constant, wsd
-and cosine, suboptimality at x against the logged `theory/bound` at every step — and with the SGD base at three base
-steps, where the bound is tight enough (suboptimality/bound up to ~0.25) that a wrong bound would be caught.
+Here on full-batch logistic regression (convex, exact f* and D), through the CLI and the trainer: the SGD base at
+three base steps, where the bound is tight enough (suboptimality/bound up to ~0.25) that a wrong bound would be
+caught, and the Adam base, which is logged as a heuristic. The non-smooth problems, every schedule, β and averaging
+mode are in tests/test_online_to_batch.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from sfbench.optim import SFSGD, SFAdamW, make_schedule
 from sfbench.tasks.testbeds import LogRegTask, QuadraticTask
-from sfbench.theory import sf_bound, sgd_last_iterate_bound
+from sfbench.theory import sgd_last_iterate_bound
 from sfbench.train import CHECKPOINT, Trainer, TrainerConfig
 
 from test_cli import metric_rows, only_run, run_cli
@@ -39,33 +39,46 @@ def train(tmp_path, task, make_opt, sched="constant", steps=STEPS, name="run", *
 
 @pytest.mark.parametrize("sched", ["constant", "wsd", "cosine"])
 def test_logreg_schedulet_suboptimality_below_logged_bound(in_run_env, sched):
-    """The issue's check, through the CLI: task=logreg full batch, opt=sf_schedulet, exact D, observed ‖g‖²_P."""
-    assert run_cli(["task=logreg", "opt=sf_schedulet", f"sched={sched}", "logger=none", f"trainer.steps={STEPS}",
-                    "trainer.eval_every=1"]) == 0
+    """Through the CLI: task=logreg full batch, SF-SGD with the theorem's weighting, exact D: a "bound" that holds."""
+    assert run_cli(["task=logreg", "opt=sf_sgd", "opt.weighting=schedulet", f"sched={sched}", "logger=none",
+                    f"trainer.steps={STEPS}", "trainer.eval_every=1"]) == 0
     run_dir = only_run(in_run_env)
     rows = metric_rows(run_dir)
     assert len(rows) == STEPS
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["theory"]["bound"] == "C1" and summary["theory"]["D_source"] == "task"
+    assert summary["theory"]["bound_kind"] == "bound" and summary["theory"]["bound_notes"] == []
     assert summary["theory"]["D"] == pytest.approx(summary["task"]["D"])
     for r in rows:
-        assert r["eval/subopt"] <= r["theory/bound"], r
-    # the logged bound is [C1] of the logged step sizes and P-norms (online sums = sfbench.theory offline)
-    offline = sf_bound([r["lr"] for r in rows], [r["theory/grad_sq"] for r in rows], summary["task"]["D"])
-    np.testing.assert_allclose([r["theory/bound"] for r in rows], offline, rtol=1e-9)
+        assert r["theory/bound_kind"] == "bound" and r["eval/subopt"] <= r["theory/bound"], r
+
+
+def test_adam_schedulet_is_logged_as_a_heuristic(in_run_env):
+    """`opt=sf_schedulet` (Adam base): the P-norm formula is logged, labelled a heuristic with the reason."""
+    assert run_cli(["task=logreg", "opt=sf_schedulet", "logger=none", "trainer.steps=30", "trainer.eval_every=10"]) == 0
+    run_dir = only_run(in_run_env)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["theory"]["bound_kind"] == "heuristic"
+    assert any("Adam base" in note for note in summary["theory"]["bound_notes"])
+    assert all(r["theory/bound_kind"] == "heuristic" for r in metric_rows(run_dir))
 
 
 @pytest.mark.parametrize("lr", [0.5, 5.0, 50.0])
 @pytest.mark.parametrize("sched", ["constant", "wsd", "cosine"])
 def test_sgd_base_bound_holds_and_is_not_vacuous(tmp_path, sched, lr):
     task = LogRegTask()         # the task=logreg default: n=500, d=20, λ=1e-3, 10% labels flipped
-    summary, rows = train(tmp_path, task, lambda ps: SFSGD(ps, lr=lr, weighting="lr"), sched)
+    summary, rows = train(tmp_path, task, lambda ps: SFSGD(ps, lr=lr, weighting="schedulet"), sched)
+    assert summary["theory"]["bound_kind"] == "bound"
     ratios = [r["eval/subopt"] / r["theory/bound"] for r in rows]
     assert max(ratios) <= 1.0
     assert max(ratios) > 0.05     # a bound 20× too loose everywhere would not be a test (measured: 0.09–0.25)
-    if lr <= 5:   # where the D² term dominates, D/3 in place of D breaks the "bound": D is doing real work
+    if lr <= 5:   # where the D² term dominates, D/3 in place of D breaks [C1]: D is doing real work
         D = summary["theory"]["D"]
-        wrong = sf_bound([r["lr"] for r in rows], [r["theory/grad_sq"] for r in rows], D / 3)
+        gam = np.array([r["lr"] for r in rows])
+        nxt = lr * make_schedule(sched, total_steps=STEPS).array(STEPS + 1)[1:]
+        g2 = np.array([r["theory/grad_sq"] for r in rows])
+        G2 = np.array([r["theory/G"] for r in rows]) ** 2
+        wrong = ((D / 3) ** 2 + np.cumsum(gam ** 2 * g2) + nxt ** 2 * G2) / (2 * (gam[0] + np.cumsum(nxt)))
         assert any(r["eval/subopt"] > w for r, w in zip(rows, wrong))
 
 
@@ -107,10 +120,13 @@ def test_baselines_log_c3_at_checkpoints_of_the_run(tmp_path):
     lrs = [r["lr"] for r in rows]
     g2 = [r["theory/grad_sq"] for r in rows]
     assert all(g == pytest.approx(r["train/grad_norm_sq"]) for g, r in zip(g2, rows))
-    logged = [(r["step"], r["theory/bound"]) for r in rows if "theory/bound" in r]
-    assert {40, 80, 120} <= {s for s, _ in logged}
-    for step, bound in logged:
-        assert bound == pytest.approx(sgd_last_iterate_bound(lrs[:step], g2[:step], summary["theory"]["D"]))
+    logged = [(r["step"], r["theory/bound"], r["theory/G"]) for r in rows if "theory/bound" in r]
+    assert {40, 80, 120} <= {s for s, _, _ in logged}
+    schedule = 0.02 * make_schedule("cosine", total_steps=120).array(121)
+    for step, bound, G in logged:      # [C3] on the iterate after `step` steps: one more step and its gradient bound
+        nxt = schedule[step] if schedule[step] > 0 else lrs[step - 1]
+        assert bound == pytest.approx(sgd_last_iterate_bound(lrs[:step] + [nxt], g2[:step] + [G * G],
+                                                             summary["theory"]["D"]), rel=1e-8)
     # plain SGD's last iterate on a convex problem stays below its [C3] bound
     for r in rows:
         if "theory/bound" in r and "eval/subopt" in r:
@@ -130,7 +146,8 @@ def test_distance_estimate_without_task_D(tmp_path):
     # at the end the estimate is at least the distance of the final x from x_0 (the saved model is x)
     x_final = torch.load(tmp_path / "run" / "model.pt")["w"]
     assert ds[-1] >= float(torch.linalg.vector_norm(x_final - task.w0)) - 1e-12
-    assert rows[-1]["theory/bound"] == pytest.approx((ds[-1] ** 2 + rows[-1]["theory/S2"]) / (2 * rows[-1]["theory/S1"]))
+    assert summary["theory"]["bound_kind"] == "heuristic"
+    assert any("D is estimated" in note for note in summary["theory"]["bound_notes"])
 
 
 @pytest.mark.parametrize("make_opt", [lambda ps: SFSGD(ps, lr=1.0, weighting="lr"),

@@ -23,7 +23,8 @@ from torch.optim import Optimizer
 
 from . import kernels
 
-WEIGHTINGS = ("lr_power", "uniform", "lr", "poly")
+#: [A5]; `schedulet` and `constant` are docs/theory.md's theorem-indexed weighting and the IAM baselines' EMA.
+WEIGHTINGS = ("lr_power", "uniform", "lr", "poly", "schedulet", "constant")
 LR_RULES = ("schedule", "polyak")
 
 #: Below this many parameter elements, `fused=None` stays eager: a cold compile costs tens of seconds, while the
@@ -94,6 +95,7 @@ class ScheduleFreeBase(Optimizer):
 
     def __init__(self, params, defaults: dict, *, foreach: bool | None, fused: bool | None):
         defaults = dict(defaults, k=0, weight_sum=0.0, lr_max=-1.0, train_mode=True, last_lr=0.0, last_c=0.0)
+        defaults.setdefault("c", 0.1)        # the `constant` weighting's c_{t+1}
         if fused is not None and not isinstance(fused, bool):
             raise ValueError(f"fused={fused!r} is not allowed; choose True, False or None (auto)")
         if foreach is not None and not isinstance(foreach, bool):
@@ -118,6 +120,7 @@ class ScheduleFreeBase(Optimizer):
             check_range(name, group[name], 0.0, math.inf, hi_open=True)
         check_choice("weighting", group["weighting"], WEIGHTINGS)
         check_range("alpha", group["alpha"], 0.0, 1.0)
+        check_range("c", group["c"], 0.0, 1.0, lo_open=True)
         check_choice("lr_rule", group["lr_rule"], LR_RULES)
         check_range("polyak_floor", group["polyak_floor"], 0.0, math.inf, lo_open=True, hi_open=True)
 
@@ -126,8 +129,9 @@ class ScheduleFreeBase(Optimizer):
         group = self.param_groups[-1]
         try:
             if group.get("weighting") is None:
-                # SF-Polyak's analysis pairs it with uniform averaging (SFS v2); otherwise the reference's default.
-                group["weighting"] = "uniform" if group["lr_rule"] == "polyak" else "lr_power"
+                # The reference's default; SF-Polyak too, as its authors run it (AdamWScheduleP / SGDScheduleP: the
+                # `lr_power` weights computed from the scheduled cap, see `_averaging_coefficient`).
+                group["weighting"] = "lr_power"
             self._validate_group(group)
             for key in ("lr_rule", "polyak_floor"):   # SF-Polyak's step is one scalar for the whole loss
                 values = {g[key] for g in self.param_groups}
@@ -178,10 +182,19 @@ class ScheduleFreeBase(Optimizer):
 
     @staticmethod
     def _averaging_coefficient(group: dict, lr: float) -> float:
-        """c_{t+1} of [A5] for step t = group['k'] taken with step size `lr`; updates the group's running sums."""
+        """c_{t+1} of [A5] for step t = group['k'] with scheduled step size `lr` (SF-Polyak: the scheduled cap, not the
+        step taken, so a zero step still gets its weight); updates the group's running sums."""
         k, mode = group["k"], group["weighting"]
         if mode == "poly":
             return (k + 1) ** (-group["alpha"])
+        if mode == "constant":          # x is an exponential moving average of z (the IAM baselines)
+            return group["c"]
+        if mode == "schedulet":         # docs/theory.md Theorem 1: z_{t+1} weighted by γ_{t+1}, z_0 kept (weight γ_0)
+            weight = _next_lr(group, lr)
+            if k == 0:
+                group["weight_sum"] = lr
+            group["weight_sum"] = group["weight_sum"] + weight
+            return weight / group["weight_sum"] if group["weight_sum"] > 0 else 0.0
         if mode == "uniform":
             weight = 1.0
         elif mode == "lr":
@@ -328,7 +341,7 @@ class ScheduleFreeBase(Optimizer):
                 lr = float(group["lr"])
             else:   # a NaN loss gives a NaN step: divergence must show, not be capped away
                 lr = polyak_step if math.isnan(polyak_step) else min(float(group["lr"]), polyak_step)
-            c = self._averaging_coefficient(group, lr)
+            c = self._averaging_coefficient(group, float(group["lr"]))
             beta, wd = self._beta(group), group["weight_decay"]
             beta2, bc2, eps = self._adam_scalars(group)
             for device, lists in by_device.items():
@@ -379,6 +392,40 @@ class ScheduleFreeBase(Optimizer):
     # -- what the theory needs ([C1]) ---------------------------------------------------------------------------------
 
     @torch.no_grad()
+    def distance_sq_at_z(self, origin: list[torch.Tensor]) -> float:
+        """‖z − origin‖² in float64, z the base sequence [A3] (z = y + u, or y itself with β = 0; nothing written).
+        The online bound's distance R_t ≥ ‖z_t − x*‖ is D + ‖z_t − z_0‖ (docs/theory.md)."""
+        params = [(group, p) for group in self.param_groups for p in group["params"]]
+        if len(origin) != len(params):
+            raise ValueError(f"origin has {len(origin)} tensors; the optimizer has {len(params)} parameters")
+        diffs = []
+        for (group, p), o in zip(params, origin):
+            state, beta = self.state[p], self._beta(group)
+            if "x" in state:            # β = 0: y = z in train mode, and the swap exchanges them
+                z = p.detach() if group["train_mode"] else state["x"]
+                diffs.append(z - o)
+            elif "u" in state:          # train: z = y + u; eval (parameters at x): z = x + u/β
+                diffs.append(p.detach() - o + state["u"] * (1.0 if group["train_mode"] else 1.0 / beta))
+            else:                       # no step yet: z = z_0 = the parameters
+                diffs.append(p.detach() - o)
+        norms = [n.double().cpu() for n in torch._foreach_norm(diffs)] if diffs else []
+        return float(torch.stack(norms).square().sum()) if norms else 0.0
+
+    def theory_caveats(self) -> list[str]:
+        """Why docs/theory.md's online-to-batch bound (Theorem 2) is not a theorem for this optimizer as configured
+        (empty: it is, for a convex task with exact D and a bound on the next gradient). Read by the trainer."""
+        out = []
+        if self._adam:
+            out.append("Adam base: the bound is stated in Euclidean D with ‖g‖²_P, and P_t = D_t⁻¹ changes every step "
+                       "(not monotone), so no theorem covers it")
+        if any(g["weight_decay"] for g in self.param_groups):
+            out.append("weight decay > 0: the steps minimise f + λ‖w‖²/2, not the f that is evaluated")
+        keys = [(g["lr"], g["weighting"], g["c"], g["alpha"], self._beta(g)) for g in self.param_groups]
+        if len(set(keys)) > 1:
+            out.append("parameter groups with different lr, weighting or β: not one SGD step on one objective")
+        return out
+
+    @torch.no_grad()
     def distance_sq_at_x(self, origin: list[torch.Tensor]) -> float:
         """‖x − origin‖² in float64, with x the averaged point [A4] (recovered as in `eval`, nothing written).
 
@@ -415,6 +462,18 @@ class ScheduleFreeBase(Optimizer):
         if len({n.device for n in sums}) > 1:      # parameters on several devices: combine on the host
             sums = [n.cpu() for n in sums]
         return float(torch.stack(sums).double().square().sum()) if sums else 0.0
+
+
+def _next_lr(group: dict, lr: float) -> float:
+    """γ_{t+1}, the step size the *next* step will take, for the `schedulet` weighting. sfbench's schedules are pure
+    h(t; T), and `Schedule.lr_scheduler` writes `group["lr_lookahead"] = [γ_t, γ_{t+1}]` at each of its steps; without
+    it (any other scheduler, or a hand-set lr) the step size is taken to stay as it is (γ_{t+1} = γ_t). Either way the
+    average is a valid one and the trainer's bound uses the weights actually applied; [C1] is exact only with the
+    look-ahead."""
+    lookahead = group.get("lr_lookahead")
+    if lookahead is not None and float(lookahead[0]) == lr:
+        return float(lookahead[1])
+    return lr
 
 
 def _is_compile_failure(err: Exception) -> bool:

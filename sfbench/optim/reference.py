@@ -17,26 +17,30 @@ class ReferenceSF:
     """Schedule-free with explicit x, y, z.
 
     Usage: read `ref.y` (the point where gradients are taken), compute the gradients there, call
-    `ref.step(grads, lr, loss=..., lower_bound=...)`. `ref.x`, `ref.z` are the other two sequences.
+    `ref.step(grads, lr, loss=..., lower_bound=..., next_lr=...)`. `ref.x`, `ref.z` are the other two sequences.
 
     Args:
         params: initial parameters (copied): z_0 = x_0 = y_0.
         base: "sgd" (P_t = I) or "adam" (P_t = D_t⁻¹, D_t = sqrt(v_t / (1 − β2^{t+1})) + ε) [A3].
         beta: β of [A1].
-        weighting, r, weight_lr_power, alpha: the averaging weights of [A5].
-        lr_rule: "schedule" (γ_t = lr) or "polyak" ([B1], with `lr` as the cap γ_max).
+        weighting, r, weight_lr_power, alpha, c: the averaging weights of [A5]; `schedulet` weights z_{t+1} by
+            γ_{t+1} (`next_lr` of `step`) and keeps z_0 with the weight γ_0 (docs/theory.md, Theorem 1); `constant`
+            is c_{t+1} = c.
+        lr_rule: "schedule" (γ_t = lr) or "polyak" ([B1], with `lr` as the cap γ_max). The averaging weights are
+            computed from `lr` (for Polyak: the scheduled cap, as the authors' AdamWScheduleP/SGDScheduleP do), not
+            from the step taken.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], *, base: str = "sgd", beta: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0, weighting: str = "lr_power",
                  r: float = 0.0, weight_lr_power: float = 2.0, alpha: float = 0.5, lr_rule: str = "schedule",
-                 polyak_floor: float = 1e-12):
+                 polyak_floor: float = 1e-12, c: float = 0.1):
         self.z = [p.detach().clone() for p in params]
         self.x = [p.detach().clone() for p in params]
         self.y = [p.detach().clone() for p in params]
         self.v = [torch.zeros_like(p) for p in self.z]
         self.base, self.beta, self.beta2, self.eps, self.wd = base, beta, beta2, eps, weight_decay
-        self.weighting, self.r, self.p, self.alpha = weighting, r, weight_lr_power, alpha
+        self.weighting, self.r, self.p, self.alpha, self.c = weighting, r, weight_lr_power, alpha, c
         self.lr_rule, self.floor = lr_rule, polyak_floor
         self.t = 0
         self.weight_sum = 0.0
@@ -54,11 +58,18 @@ class ReferenceSF:
             out.append(g / D)
         return out
 
-    def _c_next(self, lr: float) -> float:
-        """c_{t+1} of [A5]."""
+    def _c_next(self, lr: float, next_lr: float) -> float:
+        """c_{t+1} of [A5] from the scheduled step sizes γ_t = `lr` and γ_{t+1} = `next_lr`."""
         t = self.t
         if self.weighting == "poly":
             return (t + 1) ** (-self.alpha)
+        if self.weighting == "constant":
+            return self.c
+        if self.weighting == "schedulet":       # x_{t+1} = Σ_{s≤t+1} γ_s z_s / Σ_{s≤t+1} γ_s
+            if t == 0:
+                self.weight_sum = lr           # z_0 = x_0 carries the weight γ_0
+            self.weight_sum += next_lr
+            return next_lr / self.weight_sum if self.weight_sum > 0 else 0.0
         if self.weighting == "uniform":
             w = 1.0
         elif self.weighting == "lr":
@@ -73,8 +84,10 @@ class ReferenceSF:
 
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor], lr: float, *, loss: float | None = None,
-             lower_bound: float = 0.0) -> None:
+             lower_bound: float = 0.0, next_lr: float | None = None) -> None:
+        """One step with scheduled step size (or cap) `lr`; `next_lr` (default: `lr`) is γ_{t+1} for `schedulet`."""
         Pg = self._precondition(grads)
+        c = self._c_next(lr, lr if next_lr is None else next_lr)     # from the schedule, before Polyak picks γ_t
         if self.lr_rule == "polyak":
             # [B1]: γ_t = min{γ_max, [f(y) − ℓ* + β⟨g, z − x⟩]_+ / max(‖g‖²_P, M)}
             inner = sum(float((g * (z - x)).sum()) for g, z, x in zip(grads, self.z, self.x))
@@ -83,7 +96,6 @@ class ReferenceSF:
             lr = min(lr, max(numerator, 0.0) / max(norm_p, self.floor))
         for z, pg, y in zip(self.z, Pg, self.y):
             z.sub_(lr * (pg + self.wd * y))                                       # [A3], weight decay at y
-        c = self._c_next(lr)
         for x, z, y in zip(self.x, self.z, self.y):
             x.mul_(1 - c).add_(c * z)                                             # [A4]
             y.copy_((1 - self.beta) * z + self.beta * x)                          # [A1] for t + 1

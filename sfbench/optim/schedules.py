@@ -49,7 +49,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-__all__ = ["SCHEDULES", "COOLDOWNS", "Schedule", "make_schedule"]
+__all__ = ["SCHEDULES", "COOLDOWNS", "Schedule", "LookaheadLambdaLR", "make_schedule"]
 
 #: Valid schedule names (ALGORITHMS.md section B; warm-up is an option of each, not a schedule of its own).
 SCHEDULES = ("constant", "cosine", "wsd", "linear", "linear_growth", "poly_decay")
@@ -172,6 +172,10 @@ class Schedule:
         Right after construction the lr is base_lr * h(0); after the k-th ``scheduler.step()`` (called after
         ``optimizer.step()``, as torch expects) it is base_lr * h(k). ``last_epoch`` is passed through for
         resuming (torch then needs ``initial_lr`` in the param groups, as for any LRScheduler).
+
+        It also writes ``group["lr_lookahead"] = [base_lr * h(k), base_lr * h(k + 1)]``: the step size of the coming
+        step and of the one after, which the ``schedulet`` weighting needs (it mixes z_{t+1} into x with the weight
+        γ_{t+1}; docs/theory.md). Optimizers that don't know the key ignore it.
         """
 
         # A plain function (not the Schedule itself) so LambdaLR.state_dict() does not try to save/overwrite
@@ -179,7 +183,21 @@ class Schedule:
         def lr_lambda(step: int) -> float:
             return self(step)
 
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda, last_epoch=last_epoch)
+        return LookaheadLambdaLR(optimizer, lr_lambda, last_epoch=last_epoch)
+
+
+class LookaheadLambdaLR(torch.optim.lr_scheduler.LambdaLR):
+    """``LambdaLR`` that also tells the optimizer the next step size: after each ``step()`` every param group holds
+    ``lr_lookahead = [lr, base_lr * lr_lambda(last_epoch + 1)]`` (floats). A pure h(t; T) makes the next value known
+    in advance; torch's own schedulers can't offer it. State and behaviour are otherwise LambdaLR's."""
+
+    def step(self, epoch: int | None = None) -> None:  # noqa: D102 (LambdaLR.step)
+        if epoch is None:
+            super().step()
+        else:
+            super().step(epoch)
+        for group, base_lr, fn in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr_lookahead"] = [float(group["lr"]), float(base_lr * fn(self.last_epoch + 1))]
 
 
 # -- the shapes, before final_frac and warm-up (t is a float64 array already clamped to [0, T]) ---------------

@@ -18,7 +18,7 @@ class SFAdamW(ScheduleFreeBase):
     `SFAdamW(params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, r=0.0, weight_lr_power=2.0)` is a
     drop-in replacement, and with the default `weighting="lr_power"` it takes the same steps on the same learning-rate
     sequence. `betas[0]` is the interpolation β of [A1]. The keyword-only arguments (`weighting`, `alpha`,
-    `lr_rule`, `polyak_floor`, `fused`) are those of `SFSGD`; with `lr_rule="polyak"` the norm in [B1] is
+    `lr_rule`, `polyak_floor`, `fused`, `c`) are those of `SFSGD`; with `lr_rule="polyak"` the norm in [B1] is
     ‖g‖²_P = Σ g² / D_t.
     """
 
@@ -27,12 +27,13 @@ class SFAdamW(ScheduleFreeBase):
     def __init__(self, params, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0,
                  foreach: bool | None = None, *, weighting: str | None = None, alpha: float = 0.5,
-                 lr_rule: str = "schedule", polyak_floor: float = 1e-12, fused: bool | None = None):
+                 lr_rule: str = "schedule", polyak_floor: float = 1e-12, fused: bool | None = None,
+                 c: float = 0.1):
         if warmup_steps:
             raise ValueError(_WARMUP_MOVED.format(warmup_steps))
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, r=r,
                         weight_lr_power=weight_lr_power, weighting=weighting, alpha=alpha, lr_rule=lr_rule,
-                        polyak_floor=polyak_floor)
+                        polyak_floor=polyak_floor, c=c)
         super().__init__(params, defaults, foreach=foreach, fused=fused)
 
     _beta_name = "betas[0]"

@@ -28,9 +28,14 @@ class SFSGD(ScheduleFreeBase):
         weight_decay: λ ≥ 0, decoupled, applied at y.
         warmup_steps: accepted for drop-in compatibility only; must be 0 (warm-up is a schedule here).
         r, weight_lr_power: the `lr_power` weighting w_t = (t+1)^r (max_{i≤t} γ_i)^p [A5].
-        weighting: `lr_power` (the reference's), `uniform` (w_t = 1), `lr` (w_t = γ_t, SFS "schedulet"),
-            `poly` (c_{t+1} = (t+1)^(−alpha), SFN Thm 5). Default: `lr_power`, or `uniform` with the Polyak rule.
+        weighting: `lr_power` (the reference's), `uniform` (w_t = 1), `lr` (w_t = γ_t in the storage-trick
+            indexing: z_{t+1} weighted by the step that produced it), `schedulet` (z_{t+1} weighted by γ_{t+1}, the
+            step taken *from* it, and z_0 kept: the weighting [C1]'s theorem is stated for, docs/theory.md; it reads
+            γ_{t+1} from `Schedule.lr_scheduler`'s look-ahead), `poly` (c_{t+1} = (t+1)^(−alpha), SFN Thm 5),
+            `constant` (c_{t+1} = c: x an exponential moving average of z, the IAM baselines). Default `lr_power`.
+            With `lr_rule="polyak"` the weights use the scheduled cap γ_max,t, not the step taken.
         alpha: the exponent of `poly` weighting, in [0, 1] (1 is `uniform`, 0 gives x = z).
+        c: the `constant` weighting's coefficient, in (0, 1] (default 0.1).
         lr_rule: `schedule` (γ_t = the group's lr) or `polyak` (SF-Polyak [B1]: pass `loss=` to `step`).
         polyak_floor: M of [B1], the floor on ‖g‖² against division by zero.
         foreach: use multi-tensor ops on the eager path (default: yes).
@@ -41,11 +46,11 @@ class SFSGD(ScheduleFreeBase):
     def __init__(self, params, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
                  warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, foreach: bool | None = None,
                  *, weighting: str | None = None, alpha: float = 0.5, lr_rule: str = "schedule",
-                 polyak_floor: float = 1e-12, fused: bool | None = None):
+                 polyak_floor: float = 1e-12, fused: bool | None = None, c: float = 0.1):
         if warmup_steps:
             raise ValueError(_WARMUP_MOVED.format(warmup_steps))
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, r=r, weight_lr_power=weight_lr_power,
-                        weighting=weighting, alpha=alpha, lr_rule=lr_rule, polyak_floor=polyak_floor)
+                        weighting=weighting, alpha=alpha, lr_rule=lr_rule, polyak_floor=polyak_floor, c=c)
         super().__init__(params, defaults, foreach=foreach, fused=fused)
 
     _beta_name = "momentum"

@@ -7,6 +7,7 @@ torch, no training code). `worst_case(method, T, ...)` solves one PEP (cached as
 
 from .problems import (ANCHORS, DEFAULT_SOLVER, LINEAR_AVERAGINGS, METHODS, SOLVERS, build, cache_dir, cache_path,
                        coefficients, scalings, sweep, worst_case)
+from .rates import RateFit, fit_rates
 
-__all__ = ["worst_case", "sweep", "coefficients", "scalings", "build", "cache_dir", "cache_path", "METHODS",
+__all__ = ["worst_case", "sweep", "fit_rates", "RateFit", "coefficients", "scalings", "build", "cache_dir", "cache_path", "METHODS",
            "LINEAR_AVERAGINGS", "SOLVERS", "DEFAULT_SOLVER", "ANCHORS"]

@@ -4,6 +4,10 @@ and a PNG of the worst case scaled by SFN's claimed rates (flat in T when a rate
     python -m sfbench.pep --method sf_constant --T 1-20
     python -m sfbench.pep --method sf_poly --T 1-10,12,16 --alpha 0.5 --out results/
     python -m sfbench.pep --method sf_linear --T 1-15 --gamma 0.1 --no-cache
+    python -m sfbench.pep --method sf_increasing --T 1-30 --alpha 0.5 --c 0.1
+
+After the table it prints fits of T^(−a) and of 1/log(T+1) to the sweep (`sfbench.pep.rates`): which rate a short
+sweep supports is a comparison, not a reading of one scaled curve.
 
 Bad input (malformed T, unknown method, α outside (0, 1), …) exits with status 2 and a one-line message.
 """
@@ -18,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .problems import ANCHORS, DEFAULT_SOLVER, LINEAR_AVERAGINGS, METHODS, SOLVERS, scalings, sweep
+from .rates import fit_rates
 
 #: A horizon larger than this is refused: the SDP has O(T²) constraints, T = 30 already takes ~5 s on 2 cores.
 MAX_T = 200
@@ -76,15 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "min_t ||grad f(y_t)||^2 (or ||x_T - z_T||^2 for xz_distance) under f(x_0) - f(x_T) <= delta.")
     p.add_argument("--method", required=True, choices=METHODS,
                    help="sf_constant: constant step, uniform averaging; sf_linear: step gamma*(t+1); "
-                        "sf_poly: averaging c=(t+1)^-alpha; xz_distance: ||x_T - z_T||^2 of sf_linear (Assumption 2)")
+                        "sf_poly: averaging c=(t+1)^-alpha; sf_increasing: growing c=1-(1-c)(t+1)^-alpha; "
+                        "xz_distance: ||x_T - z_T||^2 of sf_linear (Assumption 2)")
     p.add_argument("--T", required=True, metavar="RANGE",
                    help="horizons: '1-20', '8', '1-20:2' (step) or a comma list '1-5,8,10'")
     p.add_argument("--beta", type=_number(0.0, 1.0, False, False, "[0, 1]"), default=1.0,
                    help="interpolation beta of [A1] (default 1: SFN's analysis, heavy-ball form)")
     p.add_argument("--gamma", type=_number(0.0, None, True, False, "(0, inf)"), default=1.0,
                    help="base step gamma (default 1 = 1/L)")
-    p.add_argument("--alpha", type=_number(0.0, 1.0, True, True, "(0, 1)"), default=0.5,
-                   help="poly averaging exponent, sf_poly only (default 0.5)")
+    p.add_argument("--alpha", type=_number(0.0, None, False, False, "[0, inf)"), default=0.5,
+                   help="averaging exponent: sf_poly in (0, 1), sf_increasing >= 0 (default 0.5)")
+    p.add_argument("--c", type=_number(0.0, 1.0, False, False, "[0, 1]"), default=0.1,
+                   help="sf_increasing only: the first averaging coefficient c_1 (default 0.1, IAM's)")
     p.add_argument("--averaging", choices=LINEAR_AVERAGINGS, default="uniform",
                    help="averaging for sf_linear / xz_distance (default uniform, as SFN Thm 4)")
     p.add_argument("--L", type=_number(0.0, None, True, False, "(0, inf)"), default=1.0, help="smoothness L")
@@ -106,6 +114,8 @@ def _tag(args) -> str:
     tag = f"pep_{args.method}_beta{args.beta:g}_gamma{args.gamma:g}"
     if args.method == "sf_poly":
         tag += f"_alpha{args.alpha:g}"
+    if args.method == "sf_increasing":
+        tag += f"_alpha{args.alpha:g}_c{args.c:g}"
     if args.method in ("sf_linear", "xz_distance") and args.averaging != "uniform":
         tag += f"_{args.averaging}"
     if args.anchor != "final":
@@ -118,7 +128,7 @@ def _fmt(v: float) -> str:
 
 
 def write_csv(path: Path, rows: list[dict], labels: list[str]) -> None:
-    fields = ["method", "T", "beta", "gamma", "alpha", "averaging", "L", "delta", "anchor", "solver", "status",
+    fields = ["method", "T", "beta", "gamma", "alpha", "c", "averaging", "L", "delta", "anchor", "solver", "status",
               "worst_case",
               *labels, "wall_s", "cached"]
     with open(path, "w", newline="") as fh:
@@ -126,6 +136,7 @@ def write_csv(path: Path, rows: list[dict], labels: list[str]) -> None:
         w.writerow(fields)
         for r in rows:
             w.writerow([r["method"], r["T"], r["beta"], r["gamma"], "" if r["alpha"] is None else r["alpha"],
+                        r.get("c", ""),
                         r["averaging"] or "", r["L"], r["delta"], r["anchor"], r["solver"], r["status"],
                         repr(r["value"]),
                         *[repr(r["scaled"][k]) for k in labels], f"{r['wall_s']:.3f}", int(r["cached"])])
@@ -165,6 +176,8 @@ def plot(path: Path, rows: list[dict], labels: list[str], title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.method == "sf_poly" and not 0.0 < args.alpha < 1.0:
+        parser.error(f"argument --alpha: must be in (0, 1) for sf_poly, got {args.alpha:g}")
     try:
         horizons = parse_horizons(args.T)
     except ValueError as exc:
@@ -178,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     labels = [label for label, _ in scalings(args.method, args.alpha)]
     params = {"beta": args.beta, "gamma": args.gamma, "alpha": args.alpha, "L": args.L, "delta": args.delta,
               "solver": args.solver, "averaging": args.averaging, "anchor": args.anchor,
-              "use_cache": not args.no_cache}
+              "use_cache": not args.no_cache, "c": args.c}
     desc = f"{args.method}: beta={args.beta:g} gamma={args.gamma:g} L={args.L:g} delta={args.delta:g}"
     if args.method == "sf_poly":
         desc += f" alpha={args.alpha:g}"
+    if args.method == "sf_increasing":
+        desc += f" alpha={args.alpha:g} c={args.c:g}"
     if args.method in ("sf_linear", "xz_distance"):
         desc += f" averaging={args.averaging}"
     if args.anchor != "final":
@@ -204,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total wall time of the solves run now: {sum(r['wall_s'] for r in solved):.1f} s "
           f"({len(solved)} solved, {len(rows) - len(solved)} from the cache)")
 
+    finite = [r for r in rows if math.isfinite(r["value"]) and r["value"] > 0 and r["T"] >= 5]
+    if len(finite) >= 3 and args.method != "xz_distance":
+        print(f"fitted rates on T = {finite[0]['T']} … {finite[-1]['T']} (least squares in log space):")
+        for fit in fit_rates([r["T"] for r in finite], [r["value"] for r in finite]):
+            print("  " + fit.describe())
     tag = _tag(args)
     csv_path = out / f"{tag}.csv"
     write_csv(csv_path, rows, labels)

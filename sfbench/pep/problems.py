@@ -26,6 +26,12 @@ Methods (SFN = Brown, "Analysis of Schedule-Free Nonconvex Optimization", arXiv 
   O(log T / T) under Assumption 2.
 - ``sf_poly``: γ_t = γ, `poly` averaging c_{t+1} = (t+1)^(−α) [A5]; SFN Thm 5 claims O(T^{−(1−α)}) for α ∈ (0, 1).
   α = 0 is plain gradient descent (x = z = y, [A] properties), α = 1 is ``sf_constant``.
+- ``sf_increasing``: γ_t = γ, averaging coefficients that *grow*, c_{t+1} = 1 − (1 − c)(t+1)^(−α) (c = c_1 ∈ [0, 1],
+  α ≥ 0): SFN Thm 5's "increasing c-averaging" case as ALGORITHMS.md reads it (c_t growing; the formula itself is
+  stripped from the text we have, so this family is our reconstruction). α = 0 is the `constant` weighting (an
+  exponential moving average, the IAM baselines with β = 1); as t grows c → 1 and the method tends to gradient descent
+  on z, so O(1/T) up to a logarithm is the natural claim to test. (The other reading — weights growing polynomially,
+  w_t = (t+1)^α, c_{t+1} = w_t / Σ_{s≤t} w_s — is RLS's `r` weighting; its c's decrease like (α+1)/(t+1).)
 - ``xz_distance``: SFN Assumption 2 for the ``sf_linear`` method: the worst case of ‖x_T − z_T‖² under the same
   initial condition. ‖x_t − z_t‖ ≤ C t means ‖x_T − z_T‖² / T² stays bounded.
 
@@ -51,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 #: The PEPs this module builds (see the module docstring).
-METHODS = ("sf_constant", "sf_linear", "sf_poly", "xz_distance")
+METHODS = ("sf_constant", "sf_linear", "sf_poly", "sf_increasing", "xz_distance")
 #: Averaging for the linearly growing step ("uniform": c_{t+1} = 1/(t+1); "lr": c_{t+1} = γ_t / Σ_{i≤t} γ_i, [A5]).
 LINEAR_AVERAGINGS = ("uniform", "lr")
 #: Initial conditions: "final": f(x_0) − f(x_T) ≤ Δ (PEPit's GD example); "lower": f(x_0) − f_low ≤ Δ with
@@ -61,7 +67,7 @@ ANCHORS = ("final", "lower")
 SOLVERS = ("CLARABEL", "SCS")
 DEFAULT_SOLVER = "CLARABEL"
 #: Bumped whenever a change would alter a cached value (the PEP, the solver call, the result's fields).
-CACHE_VERSION = 2
+CACHE_VERSION = 2          # unchanged by `sf_increasing`: its keys carry a field (c) no older entry has
 
 _OK = ("optimal", "optimal_inaccurate")
 _UNBOUNDED = ("unbounded", "unbounded_inaccurate")
@@ -72,7 +78,7 @@ _UNBOUNDED = ("unbounded", "unbounded_inaccurate")
 # ----------------------------------------------------------------------------------------------------------------
 
 def coefficients(method: str, T: int, *, gamma: float, alpha: float = 0.5,
-                 averaging: str = "uniform") -> tuple[np.ndarray, np.ndarray]:
+                 averaging: str = "uniform", c: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Step sizes γ_t and averaging coefficients c_{t+1} for t = 0 … T−1 ([A3], [A5]); arrays of length T."""
     t = np.arange(T, dtype=np.float64)
     if method == "sf_constant":
@@ -84,6 +90,8 @@ def coefficients(method: str, T: int, *, gamma: float, alpha: float = 0.5,
         return gammas, gammas / np.cumsum(gammas)            # "lr": w_t = γ_t, so c_{t+1} = 2/(t+2)
     if method == "sf_poly":
         return np.full(T, float(gamma)), (t + 1.0) ** (-float(alpha))
+    if method == "sf_increasing":
+        return np.full(T, float(gamma)), 1.0 - (1.0 - float(c)) * (t + 1.0) ** (-float(alpha))
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 
@@ -98,6 +106,8 @@ def scalings(method: str, alpha: float = 0.5) -> list[tuple[str, Callable[[int],
         return [("T/log(T+1)*wc", lambda T: T / math.log(T + 1.0)), ("T*wc", float)]
     if method == "sf_poly":
         return [(f"T^{1.0 - alpha:g}*wc", lambda T: float(T) ** (1.0 - alpha)), ("T*wc", float)]
+    if method == "sf_increasing":
+        return [("T*wc", float), ("T/log(T+1)*wc", lambda T: T / math.log(T + 1.0))]
     if method == "xz_distance":
         return [("wc/T^2", lambda T: 1.0 / T ** 2), ("wc/T", lambda T: 1.0 / T)]
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -127,7 +137,7 @@ def normalise_solver(solver: str | None) -> str:
     return name
 
 
-def _validate(method, T, beta, gamma, alpha, L, delta, averaging, solver, anchor="final") -> dict:
+def _validate(method, T, beta, gamma, alpha, L, delta, averaging, solver, anchor="final", c=0.1) -> dict:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
@@ -142,15 +152,21 @@ def _validate(method, T, beta, gamma, alpha, L, delta, averaging, solver, anchor
         raise ValueError(f"L and delta must be > 0, got L={L}, delta={delta}")
     if method == "sf_poly" and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (SFN Thm 5 claims its rate for (0, 1)), got {alpha}")
+    c = _finite("c", c)
+    if method == "sf_increasing" and not (alpha >= 0.0 and 0.0 <= c <= 1.0):
+        raise ValueError(f"sf_increasing needs alpha >= 0 and c in [0, 1], got alpha={alpha}, c={c}")
     if averaging not in LINEAR_AVERAGINGS:
         raise ValueError(f"averaging must be one of {', '.join(LINEAR_AVERAGINGS)}, got {averaging!r}")
     if anchor not in ANCHORS:
         raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
     # The key holds only what the PEP depends on, so an unused --alpha does not miss the cache.
-    return {"method": method, "T": int(T), "beta": beta, "gamma": gamma,
-            "alpha": alpha if method == "sf_poly" else None,
-            "averaging": averaging if method in ("sf_linear", "xz_distance") else None,
-            "L": L, "delta": delta, "solver": normalise_solver(solver), "anchor": anchor}
+    key = {"method": method, "T": int(T), "beta": beta, "gamma": gamma,
+           "alpha": alpha if method in ("sf_poly", "sf_increasing") else None,
+           "averaging": averaging if method in ("sf_linear", "xz_distance") else None,
+           "L": L, "delta": delta, "solver": normalise_solver(solver), "anchor": anchor}
+    if method == "sf_increasing":
+        key["c"] = c
+    return key
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -214,7 +230,7 @@ def build(key: dict):
 
     method, T, beta = key["method"], key["T"], key["beta"]
     gammas, cs = coefficients(method, T, gamma=key["gamma"], alpha=key["alpha"] or 0.0,
-                              averaging=key["averaging"] or "uniform")
+                              averaging=key["averaging"] or "uniform", c=key.get("c", 0.1))
     problem = PEP()
     func = problem.declare_function(SmoothFunction, L=key["L"])
     x0 = problem.set_initial_point()
@@ -280,12 +296,12 @@ def _solve(key: dict) -> dict:
 
 def worst_case(method: str, T: int, *, beta: float = 1.0, gamma: float = 1.0, alpha: float = 0.5,
                L: float = 1.0, delta: float = 1.0, solver: str | None = None, averaging: str = "uniform",
-               anchor: str = "final", use_cache: bool = True) -> dict:
+               anchor: str = "final", c: float = 0.1, use_cache: bool = True) -> dict:
     """Worst case of one PEP (see the module docstring for the methods; ALGORITHMS.md [A1]–[A5], section D).
 
-    `gamma` is the base step (γ = 1/L with the defaults L = 1, gamma = 1): γ_t = gamma (`sf_constant`, `sf_poly`)
-    or gamma·(t+1) (`sf_linear`, `xz_distance`). `alpha` is used by `sf_poly` only, `averaging` by `sf_linear` and
-    `xz_distance` only.
+    `gamma` is the base step (γ = 1/L with the defaults L = 1, gamma = 1): γ_t = gamma (`sf_constant`, `sf_poly`,
+    `sf_increasing`) or gamma·(t+1) (`sf_linear`, `xz_distance`). `alpha` is used by `sf_poly` and `sf_increasing`,
+    `c` (= c_1) by `sf_increasing` only, `averaging` by `sf_linear` and `xz_distance` only.
     `solver`: "CLARABEL" (default) or "SCS", through PEPit's cvxpy wrapper. `anchor`: "final" (default,
     f(x_0) − f(x_T) ≤ Δ) or "lower" (f(x_0) − inf f ≤ Δ, relaxed; see the module docstring).
 
@@ -294,7 +310,7 @@ def worst_case(method: str, T: int, *, beta: float = 1.0, gamma: float = 1.0, al
     solve that produced it), `cached` (whether it came from the JSON cache), `n_points` and the parameters.
     Results whose solve failed are not cached.
     """
-    key = _validate(method, T, beta, gamma, alpha, L, delta, averaging, solver, anchor)
+    key = _validate(method, T, beta, gamma, alpha, L, delta, averaging, solver, anchor, c)
     path = cache_path(key)
     if use_cache:
         hit = _cache_read(path, key)

@@ -49,8 +49,19 @@ class Task:
             yield self.batch(i)
 
     def summary(self) -> dict[str, Any]:
-        """Task facts worth recording (sizes, teacher's loss, cache use, …); read at the start and the end of a run."""
+        """Task facts worth recording (sizes, teacher's loss, cache use, …); read at the start and the end of a run.
+
+        The online bound (docs/theory.md) reads three of them: `D` (exact ‖w₀ − x*‖), `convex` (True when the
+        training objective is convex, so the bounds can be theorems) and `stochastic` (True when steps use
+        minibatch gradients: a bound then holds in expectation, not run by run)."""
         return {}
+
+    def gradient_bound(self, model: torch.nn.Module) -> float | None:
+        """An upper bound on ‖g‖ for every gradient a training step can take at the model's current parameters (any
+        batch the task draws), or None. The online bound needs it for the one gradient not computed yet (the bound
+        on f(x_T) contains the gradient at y_T; docs/theory.md); without it the last observed ‖g‖ stands in and the
+        bound is a heuristic."""
+        return None
 
     def persist(self) -> None:
         """Save what the task cached during the run (called at checkpoints and at the end); default: nothing."""

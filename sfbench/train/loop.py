@@ -357,7 +357,8 @@ class Trainer:
         sched = self.make_scheduler(opt) if self.make_scheduler is not None else None
         theory = None
         if cfg.theory:     # before loading a checkpoint: the origin x_0 is the seeded initial model
-            theory = OnlineBound(opt, cfg.steps, self.task.summary().get("D"), cfg.theory_d_every)
+            theory = OnlineBound(opt, cfg.steps, self.task.summary().get("D"), cfg.theory_d_every, task=self.task,
+                                 model=model, grad_clip=cfg.grad_clip)
         start = 0
         resumed = plan.loaded is not None
         if resumed:
