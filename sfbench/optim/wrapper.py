@@ -150,11 +150,14 @@ class ScheduleFree(Optimizer):
 
     # -- the step ------------------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _warmup(sf: dict) -> float:
+        warmup = sf["warmup_steps"]
+        return (sf["k"] + 1) / warmup if sf["k"] < warmup else 1.0
+
     def _lr(self, group: dict, sf: dict) -> float:
         """γ_t of a group: its lr (times the base's `d`, if any) and the warm-up."""
-        lr = float(group["lr"]) * float(group.get("d", 1.0))
-        warmup = sf["warmup_steps"]
-        return lr * ((sf["k"] + 1) / warmup) if sf["k"] < warmup else lr
+        return float(group["lr"]) * float(group.get("d", 1.0)) * self._warmup(sf)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None, lower_bound: Any = 0.0) -> Any:
@@ -195,17 +198,20 @@ class ScheduleFree(Optimizer):
         if polyak or self.record_grad_sq:
             z_before = [[p.detach().clone() for p in ps] for _, _, _, ps, _ in work]
         caps = [lr for _, _, lr, _, _ in work]
-        if polyak:                                             # the base's update at lr = 1 gives Δ
-            saved = [group["lr"] for group in self.param_groups]
-            for group in self.param_groups:
-                group["lr"] = 1.0
-            try:
-                self.base.step()
-            finally:
+        # The base steps with lr = 1 for SF-Polyak (its update at lr = 1 is Δ), with the warmed-up lr during warm-up
+        step_lrs = [1.0 if polyak else float(g["lr"]) * self._warmup(sf) for g, sf in zip(self.param_groups,
+                                                                                          self.sf_groups)]
+        saved = [group["lr"] for group in self.param_groups]
+        changed = polyak or any(sf["k"] < sf["warmup_steps"] for sf in self.sf_groups)
+        try:
+            if changed:
+                for group, lr in zip(self.param_groups, step_lrs):
+                    group["lr"] = lr
+            self.base.step()
+        finally:
+            if changed:
                 for group, lr in zip(self.param_groups, saved):
                     group["lr"] = lr
-        else:
-            self.base.step()
         self._exchange(work)                                   # parameters hold x, the state z'
         self.last_grad_sq_P = None
         if z_before is not None:     # Δ = z − z_after, and ⟨g, Δ⟩ per group
