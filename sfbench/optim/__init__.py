@@ -14,6 +14,7 @@ from .base import FUSED_AUTO_MIN_NUMEL, LR_RULES, WEIGHTINGS, ScheduleFreeBase
 from .schedules import COOLDOWNS, SCHEDULES, Schedule, make_schedule
 from .sf_adamw import SFAdamW
 from .sf_sgd import SFSGD
+from .muon import MuonAdamW, parameters_for, sf_muon
 from .wrapper import ScheduleFree
 
 #: The reference package's names, for migrating with an import line: `from sfbench.optim import AdamWScheduleFree`.
@@ -21,4 +22,4 @@ SGDScheduleFree, AdamWScheduleFree, ScheduleFreeWrapper = SFSGD, SFAdamW, Schedu
 
 __all__ = ["SFSGD", "SFAdamW", "ScheduleFree", "ScheduleFreeBase", "Schedule", "make_schedule", "SCHEDULES",
            "COOLDOWNS", "WEIGHTINGS", "LR_RULES", "FUSED_AUTO_MIN_NUMEL", "SGDScheduleFree", "AdamWScheduleFree",
-           "ScheduleFreeWrapper"]
+           "ScheduleFreeWrapper", "MuonAdamW", "sf_muon", "parameters_for"]
