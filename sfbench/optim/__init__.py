@@ -7,7 +7,8 @@ Usable on its own (it depends on torch and numpy only)::
     sched = make_schedule("wsd", total_steps=T, warmup_steps=100).lr_scheduler(opt)
     opt.train(); ...; opt.step(); sched.step(); ...; opt.eval()   # evaluate / save at x
 
-`ScheduleFree(base_optimizer)` makes any optimizer schedule-free. Baselines are PyTorch's own `torch.optim.SGD` (momentum) and `torch.optim.AdamW`, used as they are.
+`ScheduleFree(base_optimizer)` makes any optimizer schedule-free. Baselines are PyTorch's own `torch.optim.SGD`
+(momentum), `torch.optim.AdamW` and `torch.optim.Muon` (with AdamW for the rest: `MuonAdamW`), used as they are.
 """
 
 from .base import FUSED_AUTO_MIN_NUMEL, LR_RULES, WEIGHTINGS, ScheduleFreeBase

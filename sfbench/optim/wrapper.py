@@ -107,16 +107,11 @@ class ScheduleFree(Optimizer):
         init_as_optimizer(self, base.defaults, base.param_groups)
         self.sf_groups = [self._new_sf_group() for _ in base.param_groups]
 
-    # Read by the reference wrapper's users and by ours: the base's hyperparameters live in its groups.
-    weight_lr_power = property(lambda self: self.sf_defaults["weight_lr_power"])
-    r = property(lambda self: self.sf_defaults["r"])
-
     def _new_sf_group(self) -> dict:
         return dict(self.sf_defaults, **_SF_SCALARS)
 
     def add_param_group(self, param_group: dict) -> None:
-        if not hasattr(self, "base"):       # Optimizer.__init__ isn't called; this is only reached by users
-            raise RuntimeError("ScheduleFree is not initialised")
+        """Add a group to the base (its param groups are this optimizer's) with the constructor's SF settings."""
         self.base.add_param_group(param_group)
         self.sf_groups.append(self._new_sf_group())
 
@@ -125,7 +120,8 @@ class ScheduleFree(Optimizer):
         return self.lr_rule == "polyak"
 
     def __repr__(self) -> str:
-        return f"ScheduleFree(momentum={self.momentum}, {self.sf_defaults}, lr_rule={self.lr_rule!r}, base={self.base!r})"
+        return (f"ScheduleFree(momentum={self.momentum}, {self.sf_defaults}, lr_rule={self.lr_rule!r}, "
+                f"base={self.base!r})")
 
     # -- train / eval (as the reference wrapper) ---------------------------------------------------------------------
 
