@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Step time and state memory of sfbench's SF optimizers against PyTorch's and the reference package's.
+"""Step time and state memory of sfbench's SF optimizers against PyTorch's, the reference package's and the other
+schedule-free implementations (heavyball, pytorch_optimizer); ScheduleFree(base) against its base.
 
 Everything runs in one process, interleaved round by round in a shuffled order, on copies of the same parameters
 with the same gradients, so the ratios are side by side on the same machine state. The parameter set mimics a small
@@ -9,6 +10,7 @@ its ratio to the baseline it replaces, and the bytes of optimizer state.
     python scripts/bench_optim.py                     # CPU, defaults of issue 2
     python scripts/bench_optim.py --device cuda       # on a GPU
     python scripts/bench_optim.py --json out.json     # also write the numbers
+    python scripts/bench_optim.py --muon --only Muon  # Muon+AdamW and ScheduleFree around it
 
 Compile time (first step of each fused optimizer, cold or from the on-disk cache) is reported separately.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sfbench.optim import SFSGD, SFAdamW  # noqa: E402
+from sfbench.optim import SFSGD, MuonAdamW, ScheduleFree, SFAdamW  # noqa: E402
 
 
 def gpt_like_shapes(layers: int, width: int) -> list[tuple[int, ...]]:
@@ -38,7 +40,9 @@ def gpt_like_shapes(layers: int, width: int) -> list[tuple[int, ...]]:
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+    """Bytes of tensors in the optimizer's state (a wrapper's own plus its base's)."""
+    own = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if torch.is_tensor(t))
+    return own + (state_bytes(opt.base) if isinstance(getattr(opt, "base", None), torch.optim.Optimizer) else 0)
 
 
 def main() -> None:
@@ -50,6 +54,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per optimizer after the first")
     ap.add_argument("--no-reference", action="store_true", help="skip the schedulefree package")
     ap.add_argument("--eager", action="store_true", help="also time our eager paths (foreach and per-tensor)")
+    ap.add_argument("--no-wrapper", action="store_true", help="skip ScheduleFree(base) against its base")
+    ap.add_argument("--muon", action="store_true", help="also Muon+AdamW and ScheduleFree around it (slow on CPU)")
+    ap.add_argument("--only", help="comma-separated substrings: time only the optimizers whose names contain one")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -61,27 +68,55 @@ def main() -> None:
     grads = [torch.randn(s, device=device) * 1e-3 for s in shapes]
     numel = sum(t.numel() for t in init)
 
-    candidates = {
-        "AdamW (fused)": lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True),
-        "SFAdamW (fused)": lambda ps: SFAdamW(ps, lr=1e-3, fused=True),
-        "SFAdamW-Polyak (fused)": lambda ps: SFAdamW(ps, lr=1e-3, lr_rule="polyak", fused=True),
-        "SGD-momentum (foreach)": lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, foreach=True),
-        "SFSGD (fused)": lambda ps: SFSGD(ps, lr=1e-2, fused=True),
+    candidates = {     # name: (factory, the baseline its ratio is to)
+        "AdamW (fused)": (lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True), None),
+        "SFAdamW (fused)": (lambda ps: SFAdamW(ps, lr=1e-3, fused=True), "AdamW (fused)"),
+        "SFAdamW-Polyak (fused)": (lambda ps: SFAdamW(ps, lr=1e-3, lr_rule="polyak", fused=True), "AdamW (fused)"),
+        "SGD-momentum (foreach)": (lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9, foreach=True), None),
+        "SFSGD (fused)": (lambda ps: SFSGD(ps, lr=1e-2, fused=True), "SGD-momentum (foreach)"),
     }
     if args.eager:
         candidates.update({
-            "SFAdamW (foreach)": lambda ps: SFAdamW(ps, lr=1e-3, fused=False, foreach=True),
-            "SFAdamW (per-tensor)": lambda ps: SFAdamW(ps, lr=1e-3, fused=False, foreach=False),
-            "SFAdamW-Polyak (foreach)": lambda ps: SFAdamW(ps, lr=1e-3, lr_rule="polyak", fused=False),
-            "SFSGD (foreach)": lambda ps: SFSGD(ps, lr=1e-2, fused=False, foreach=True),
+            "SFAdamW (foreach)": (lambda ps: SFAdamW(ps, lr=1e-3, fused=False, foreach=True), "AdamW (fused)"),
+            "SFAdamW (per-tensor)": (lambda ps: SFAdamW(ps, lr=1e-3, fused=False, foreach=False), "AdamW (fused)"),
+            "SFAdamW-Polyak (foreach)": (lambda ps: SFAdamW(ps, lr=1e-3, lr_rule="polyak", fused=False),
+                                         "AdamW (fused)"),
+            "SFSGD (foreach)": (lambda ps: SFSGD(ps, lr=1e-2, fused=False, foreach=True), "SGD-momentum (foreach)"),
         })
-    if not args.no_reference:
+    if not args.no_reference:      # the peers: the reference package and two other schedule-free AdamWs
+        import heavyball
+        import pytorch_optimizer
         import schedulefree
-        candidates["schedulefree AdamW"] = lambda ps: schedulefree.AdamWScheduleFree(ps, lr=1e-3)
-        candidates["schedulefree SGD"] = lambda ps: schedulefree.SGDScheduleFree(ps, lr=1e-2)
+        candidates.update({
+            "schedulefree AdamW": (lambda ps: schedulefree.AdamWScheduleFree(ps, lr=1e-3), "AdamW (fused)"),
+            "schedulefree SGD": (lambda ps: schedulefree.SGDScheduleFree(ps, lr=1e-2), "SGD-momentum (foreach)"),
+            "heavyball SFAdamW (compiled)": (lambda ps: heavyball.SFAdamW(ps, lr=1e-3, betas=(0.9, 0.999)),
+                                             "AdamW (fused)"),
+            "pytorch_optimizer ScheduleFreeAdamW": (
+                lambda ps: pytorch_optimizer.ScheduleFreeAdamW(ps, lr=1e-3, foreach=True), "AdamW (fused)"),
+        })
+    if not args.no_wrapper:        # schedule-free around a base optimizer, against that base alone
+        candidates.update({
+            "ScheduleFree(SGD-momentum)": (lambda ps: ScheduleFree(torch.optim.SGD(ps, lr=1e-2, momentum=0.9,
+                                                                                   foreach=True)),
+                                           "SGD-momentum (foreach)"),
+            "ScheduleFree(AdamW fused)": (lambda ps: ScheduleFree(torch.optim.AdamW(ps, lr=1e-3, fused=True)),
+                                          "AdamW (fused)"),
+        })
+    if args.muon:                  # Newton–Schulz in bfloat16: slow on a CPU, hence optional
+        candidates.update({
+            "Muon+AdamW": (lambda ps: MuonAdamW(ps, lr=1e-3), None),
+            "ScheduleFree(Muon+AdamW)": (lambda ps: ScheduleFree(MuonAdamW(ps, lr=1e-3)), "Muon+AdamW"),
+        })
+    if args.only:
+        keep = set(args.only.split(","))
+        candidates = {k: v for k, v in candidates.items() if any(word in k for word in keep)}
+        for name, (_, base) in list(candidates.items()):     # a ratio needs its baseline in the same rounds
+            if base and base not in candidates:
+                raise SystemExit(f"--only keeps {name!r} but not its baseline {base!r}")
 
     runs = {}
-    for name, make in candidates.items():
+    for name, (make, _) in candidates.items():
         params = [torch.nn.Parameter(t.clone()) for t in init]
         for p, g in zip(params, grads):
             p.grad = g.clone()
@@ -92,8 +127,12 @@ def main() -> None:
 
     def one_step(name: str) -> float:
         run = runs[name]
-        if name.startswith("schedulefree"):   # it normalises .grad in place: restore it (untimed)
-            for p, g in zip(run["params"], grads):
+        # Some steps write into .grad (schedulefree's AdamW, SF-Polyak-Adam's P g) or drop it (heavyball): restore
+        # it for all (untimed)
+        for p, g in zip(run["params"], grads):
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
                 p.grad.copy_(g)
         sync()
         start = time.perf_counter()
@@ -117,13 +156,7 @@ def main() -> None:
 
     med = {name: statistics.median(run["times"]) for name, run in runs.items()}
     mem = {name: state_bytes(run["opt"]) for name, run in runs.items()}
-    baseline = {
-        "AdamW (fused)": None, "SGD-momentum (foreach)": None,
-        "SFAdamW (fused)": "AdamW (fused)", "SFAdamW-Polyak (fused)": "AdamW (fused)", "SFSGD (fused)":
-        "SGD-momentum (foreach)", "SFAdamW (foreach)": "AdamW (fused)", "SFAdamW (per-tensor)": "AdamW (fused)",
-        "SFAdamW-Polyak (foreach)": "AdamW (fused)", "SFSGD (foreach)": "SGD-momentum (foreach)",
-        "schedulefree AdamW": "AdamW (fused)", "schedulefree SGD": "SGD-momentum (foreach)",
-    }
+    baseline = {name: base for name, (_, base) in candidates.items()}
     info = dict(
         date=datetime.date.today().isoformat(), machine=platform.machine(), processor=platform.processor(),
         device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
@@ -143,13 +176,29 @@ def main() -> None:
         print(f"| {name} | {med[name] * 1e3:.2f} | {ratio:.2f}× {base or ''} | {mem[name] / 2 ** 20:.1f} | "
               f"{compile_s[name]:.2f} |")
     derived = {}
-    if "schedulefree AdamW" in med:
-        derived["schedulefree AdamW / SFAdamW (fused)"] = med["schedulefree AdamW"] / med["SFAdamW (fused)"]
-    if "schedulefree SGD" in med:
+    for peer in ("schedulefree AdamW", "heavyball SFAdamW (compiled)", "pytorch_optimizer ScheduleFreeAdamW"):
+        if peer in med and "SFAdamW (fused)" in med:
+            derived[f"{peer} / SFAdamW (fused)"] = med[peer] / med["SFAdamW (fused)"]
+    if "schedulefree SGD" in med and "SFSGD (fused)" in med:
         derived["schedulefree SGD / SFSGD (fused)"] = med["schedulefree SGD"] / med["SFSGD (fused)"]
-    derived["SFAdamW state / AdamW state"] = mem["SFAdamW (fused)"] / max(mem["AdamW (fused)"], 1)
+    if "SFAdamW (fused)" in mem and "AdamW (fused)" in mem:
+        derived["SFAdamW state / AdamW state"] = mem["SFAdamW (fused)"] / max(mem["AdamW (fused)"], 1)
     for key, value in derived.items():
         print(f"{key}: {value:.2f}")
+    ratio = {row["name"]: row["ratio"] for row in rows}
+    targets = [("SFAdamW (fused)", 1.05), ("SFSGD (fused)", 1.0), ("SFAdamW-Polyak (fused)", 1.5),
+               ("ScheduleFree(SGD-momentum)", 1.2), ("ScheduleFree(AdamW fused)", 1.2),
+               ("ScheduleFree(Muon+AdamW)", 1.2)]
+    print("| target | measured | |\n|---|---:|---|")
+    for name, limit in targets:
+        if name in ratio:
+            met = "met" if ratio[name] <= limit else "NOT met"
+            print(f"| {name} ≤ {limit}× {baseline[name]} | {ratio[name]:.2f}× | {met} |")
+    peers = [k for k in derived if k.endswith("/ SFAdamW (fused)")]
+    if peers:
+        slowest = min(derived[k] for k in peers)
+        met = "met" if slowest > 1 else "NOT met"
+        print(f"| SFAdamW faster than every peer | the closest peer takes {slowest:.2f}× its time | {met} |")
     if args.json:
         args.json.write_text(json.dumps(dict(info=info, rows=rows, derived=derived), indent=2))
 

@@ -489,7 +489,8 @@ def test_state_dict_resume_is_bit_exact(make, save_in_eval):
     (SFSGD, dict(polyak_floor=0.0), "polyak_floor"),
     (SFAdamW, dict(r=-1.0), "r"),
     (SFAdamW, dict(weight_lr_power=-2.0), "weight_lr_power"),
-    (SFAdamW, dict(warmup_steps=100), "warmup_steps"),
+    (SFAdamW, dict(warmup_steps=-1), "warmup_steps"),
+    (SFSGD, dict(warmup_steps=2.5), "warmup_steps"),
     (SFSGD, dict(fused="yes"), "fused"),
 ])
 def test_invalid_hyperparameters(cls, kwargs, name):

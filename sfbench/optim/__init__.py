@@ -7,13 +7,20 @@ Usable on its own (it depends on torch and numpy only)::
     sched = make_schedule("wsd", total_steps=T, warmup_steps=100).lr_scheduler(opt)
     opt.train(); ...; opt.step(); sched.step(); ...; opt.eval()   # evaluate / save at x
 
-Baselines are PyTorch's own `torch.optim.SGD` (momentum) and `torch.optim.AdamW`, used as they are.
+`ScheduleFree(base_optimizer)` makes any optimizer schedule-free. Baselines are PyTorch's own `torch.optim.SGD`
+(momentum), `torch.optim.AdamW` and `torch.optim.Muon` (with AdamW for the rest: `MuonAdamW`), used as they are.
 """
 
 from .base import FUSED_AUTO_MIN_NUMEL, LR_RULES, WEIGHTINGS, ScheduleFreeBase
 from .schedules import COOLDOWNS, SCHEDULES, Schedule, make_schedule
 from .sf_adamw import SFAdamW
 from .sf_sgd import SFSGD
+from .muon import MuonAdamW, parameters_for, sf_muon
+from .wrapper import ScheduleFree
 
-__all__ = ["SFSGD", "SFAdamW", "ScheduleFreeBase", "Schedule", "make_schedule", "SCHEDULES", "COOLDOWNS",
-           "WEIGHTINGS", "LR_RULES", "FUSED_AUTO_MIN_NUMEL"]
+#: The reference package's names, for migrating with an import line: `from sfbench.optim import AdamWScheduleFree`.
+SGDScheduleFree, AdamWScheduleFree, ScheduleFreeWrapper = SFSGD, SFAdamW, ScheduleFree
+
+__all__ = ["SFSGD", "SFAdamW", "ScheduleFree", "ScheduleFreeBase", "Schedule", "make_schedule", "SCHEDULES",
+           "COOLDOWNS", "WEIGHTINGS", "LR_RULES", "FUSED_AUTO_MIN_NUMEL", "SGDScheduleFree", "AdamWScheduleFree",
+           "ScheduleFreeWrapper", "MuonAdamW", "sf_muon", "parameters_for"]

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from torch.optim import Optimizer
 
-from . import kernels
+from . import compat, kernels
 
 #: [A5]; `schedulet` and `constant` are docs/theory.md's theorem-indexed weighting and the IAM baselines' EMA.
 WEIGHTINGS = ("lr_power", "uniform", "lr", "poly", "schedulet", "constant")
@@ -33,7 +33,10 @@ FUSED_AUTO_MIN_NUMEL = 1 << 20
 
 
 def check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:
-    """Raise ValueError naming the argument, its value and the allowed interval unless value lies in it."""
+    """Raise ValueError naming the argument, its value and the allowed interval unless value lies in it.
+    A one-element tensor counts as its number (the reference package accepts a tensor learning rate)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
     bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
     if not bad:
         bad = (value <= lo if lo_open else value < lo) or (value >= hi if hi_open else value > hi)
@@ -123,6 +126,9 @@ class ScheduleFreeBase(Optimizer):
         check_range("c", group["c"], 0.0, 1.0, lo_open=True)
         check_choice("lr_rule", group["lr_rule"], LR_RULES)
         check_range("polyak_floor", group["polyak_floor"], 0.0, math.inf, lo_open=True, hi_open=True)
+        warmup = group.get("warmup_steps", 0)
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup_steps={warmup!r} is out of range; allowed: an integer ≥ 0 (0: no warm-up)")
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -168,7 +174,9 @@ class ScheduleFreeBase(Optimizer):
                 state = self.state[p]
                 if state:
                     self._check_storage(state, beta)
-                if "x" in state:            # β = 0 storage: exchange y (= z) and x
+                if "z" in state:            # x = y + (1 − 1/β)(z − y) and back, as the reference package does
+                    p.lerp_(state["z"].to(p.device), 1 - beta if to_train else 1 - 1 / beta)
+                elif "x" in state:            # β = 0 storage: exchange y (= z) and x
                     tmp = p.detach().clone()
                     p.copy_(state["x"])
                     state["x"].copy_(tmp)
@@ -258,42 +266,45 @@ class ScheduleFreeBase(Optimizer):
                               f"{str(err).splitlines()[0] if str(err) else ''}); using the eager path from now on.",
                               RuntimeWarning, stacklevel=3)
                 self._fused_decision = False
-        foreach = self._foreach_arg is not False
-        if foreach and hasattr(kernels, "foreach_" + name.removeprefix("sf_")):
-            return getattr(kernels, "foreach_" + name.removeprefix("sf_"))(*args, *scalars)
-        return getattr(kernels, name)(*args, *scalars)
+        return kernels.eager(name, self._foreach_arg is not False)(*args, *scalars)
 
     # -- the step ----------------------------------------------------------------------------------------------------
 
     def _tensors(self, group: dict) -> dict[torch.device, dict[str, list]]:
-        """The group's parameters with gradients, by device, with their state (created on first use)."""
+        """The group's parameters with gradients, by device, with their state (created on first use, or converted
+        to the layout of the group's rule, see `_layout`). Sparse gradients go to separate lists (`s*`)."""
         beta = self._beta(group)
+        layout = self._layout(group)
         out: dict[torch.device, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         for index, p in enumerate(group["params"]):
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                self._check_sparse(group)
             state = self.state[p]
             if not state:
-                if beta == 0:
+                if layout == "x":
                     state["x"] = p.detach().clone(memory_format=torch.preserve_format)
+                elif layout == "z":
+                    state["z"] = p.detach().clone(memory_format=torch.preserve_format)       # z_0 = y_0
                 else:
-                    state["u"] = torch.zeros_like(p, memory_format=torch.preserve_format)   # z_0 = y_0
+                    state["u"] = torch.zeros_like(p, memory_format=torch.preserve_format)   # u_0 = z_0 − y_0
                 if self._adam:
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             self._check_storage(state, beta)
+            self._convert_layout(state, p, layout)
             lists = out[p.device]
-            lists["index"].append(index)
-            lists["y"].append(p.detach())
-            lists["g"].append(p.grad)
-            lists["u" if "u" in state else "x"].append(state["u" if "u" in state else "x"])
+            prefix = "s" if p.grad.is_sparse else ""
+            lists[prefix + "index"].append(index)
+            lists[prefix + "y"].append(p.detach())
+            lists[prefix + "g"].append(p.grad)
+            lists[prefix + layout].append(state[layout])
             if self._adam:
                 lists["v"].append(state["exp_avg_sq"])
         return out
 
     def _check_storage(self, state: dict, beta: float) -> None:
-        if ("x" in state and beta != 0) or ("u" in state and beta == 0):
+        if ("x" in state and beta != 0) or (("u" in state or "z" in state) and beta == 0):
             raise ValueError(
                 f"{self._beta_name}={beta!r}: β was changed across 0 after training started. β = 0 (y = z, x kept "
                 "in the state) and β > 0 (u = z − y kept) store different things, so a run can't switch between "
@@ -338,16 +349,26 @@ class ScheduleFreeBase(Optimizer):
 
         for group_index, (group, by_device) in enumerate(work):
             if polyak_step is None:
-                lr = float(group["lr"])
+                lr = self._scheduled_lr(group)
             else:   # a NaN loss gives a NaN step: divergence must show, not be capped away
-                lr = polyak_step if math.isnan(polyak_step) else min(float(group["lr"]), polyak_step)
-            c = self._averaging_coefficient(group, float(group["lr"]))
+                lr = polyak_step if math.isnan(polyak_step) else min(self._scheduled_lr(group), polyak_step)
+            c = self._averaging_coefficient(group, self._scheduled_lr(group))     # weights from the scheduled cap
             beta, wd = self._beta(group), group["weight_decay"]
             beta2, bc2, eps = self._adam_scalars(group)
             for device, lists in by_device.items():
-                vs = lists["v"] if self._adam else None
+                # SF-Polyak's first pass has already replaced g by P g (Adam base): the SGD-base update follows
+                vs = lists["v"] if self._adam and polyak_step is None else None
                 key = (group_index, str(device), tuple(lists["index"]))
                 suffix = "_gpg" if with_gpg else ""
+                if lists["z"]:
+                    out = self._run("sf_update_z" + suffix, key, lists["y"], lists["g"], lists["z"], vs,
+                                    scalars=(c, lr * (beta * (1 - c) - 1), lr, wd, beta2, bc2, eps))
+                    gpg_parts.append(out)
+                if lists["sg"]:     # sparse gradients (SGD base): the per-tensor eager path, which accepts them
+                    storage = "sz" if lists["sz"] else "sx"
+                    scalars = (c, lr * (beta * (1 - c) - 1), lr) if storage == "sz" else (c, lr)
+                    kernels.eager("sf_update_z" if storage == "sz" else "sf_update_beta0", False)(
+                        lists["sy"], lists["sg"], lists[storage], None, *scalars, wd, beta2, bc2, eps)
                 if lists["u"]:
                     out = self._run("sf_update" + suffix, key, lists["y"], lists["g"], lists["u"], vs,
                                     scalars=(c, -lr * (1 - beta * (1 - c)), -lr * beta * (1 - c), wd, beta2, bc2, eps))
@@ -356,6 +377,7 @@ class ScheduleFreeBase(Optimizer):
                     out = self._run("sf_update_beta0" + suffix, key, lists["y"], lists["g"], lists["x"], vs,
                                     scalars=(c, lr, wd, beta2, bc2, eps))
                     gpg_parts.append(out)
+            group["scheduled_lr"] = self._scheduled_lr(group)
             group["k"] += 1
             group["last_lr"] = lr
             group["last_c"] = c
@@ -387,6 +409,61 @@ class ScheduleFreeBase(Optimizer):
         if math.isnan(numerator) or math.isnan(gpg):
             return math.nan
         return max(numerator, 0.0) / max(gpg, floor)
+
+
+    # -- drop-in compatibility: warm-up argument, layouts, copies, foreign checkpoints ---------------------------------
+
+    @staticmethod
+    def _scheduled_lr(group: dict) -> float:
+        """γ_t before SF-Polyak: the group's lr (a float or a one-element tensor, as any lr scheduler leaves it) times
+        the reference package's linear warm-up, min(1, (t + 1)/W) for `warmup_steps` = W > 0 (W = 0: none)."""
+        lr = float(group["lr"])
+        warmup, k = group.get("warmup_steps", 0), group["k"]
+        return lr * ((k + 1) / warmup) if k < warmup else lr
+
+    def _layout(self, group: dict) -> str:
+        """The state buffer of a group's parameters (`sfbench.optim.kernels`): `x` for β = 0, `u` = z − y for
+        SF-Polyak (its reduction reads one array less), `z` otherwise (the reference package's layout)."""
+        if self._beta(group) == 0:
+            return "x"
+        return "u" if group["lr_rule"] == "polyak" else "z"
+
+    def _convert_layout(self, state: dict, p: torch.Tensor, layout: str) -> None:
+        """Switch a parameter's state between `z` and `u` = z − y (the rule of its group changed, or a checkpoint in
+        the other layout was loaded); p holds y (training mode)."""
+        if layout == "z" and "u" in state:
+            state["z"] = state.pop("u").add_(p.detach())
+        elif layout == "u" and "z" in state:
+            state["u"] = state.pop("z").sub_(p.detach())
+
+    def _check_sparse(self, group: dict) -> None:
+        if self._adam or group["lr_rule"] == "polyak":
+            what = "the Adam base" if self._adam else "SF-Polyak (lr_rule='polyak')"
+            raise RuntimeError(f"{type(self).__name__}: {what} does not support sparse gradients (its second moments "
+                               "/ step size need dense ones, as in the reference package); SFSGD with "
+                               "lr_rule='schedule' accepts them")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What `copy.deepcopy` and pickle keep: torch's three entries plus this class's settings (not compiled
+        kernels, which are rebuilt on the copy's first step)."""
+        state = super().__getstate__()
+        extra = {k: v for k, v in self.__dict__.items()
+                 if k not in state and k != "_compiled" and not k.startswith("_optimizer_")}
+        return {**state, **extra}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._compiled = {}
+        self._fused_decision = None     # decided again for the copy's devices
+        for name, default in (("_fused_arg", None), ("_foreach_arg", None), ("record_grad_sq", False),
+                              ("last_grad_sq_P", None)):
+            self.__dict__.setdefault(name, default)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict of this class, or of `schedulefree.SGDScheduleFree` / `AdamWScheduleFree` (converted
+        exactly: their `z` is this class's `z` layout, their group keys map onto ours). Anything else is refused here,
+        with the reason, rather than failing at the first step."""
+        super().load_state_dict(compat.convert_state_dict(self, state_dict))
 
 
     # -- what the theory needs ([C1]) ---------------------------------------------------------------------------------
@@ -443,7 +520,10 @@ class ScheduleFreeBase(Optimizer):
             start = sum(len(g["params"]) for g in self.param_groups[:group_index])
             for p, o in zip(group["params"], origin[start:start + len(group["params"])]):
                 state = self.state[p]
-                if group["train_mode"] and "x" in state:
+                if group["train_mode"] and "z" in state:     # x = y + (1 − 1/β)(z − y)
+                    plain.append(torch.lerp(p.detach(), state["z"], 1 - 1 / beta))
+                    plain_o.append(o)
+                elif group["train_mode"] and "x" in state:
                     plain.append(state["x"])
                     plain_o.append(o)
                 elif group["train_mode"] and "u" in state and beta < 1:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .base import ScheduleFreeBase, check_range
-from .sf_sgd import _WARMUP_MOVED
 
 
 class SFAdamW(ScheduleFreeBase):
@@ -14,12 +13,14 @@ class SFAdamW(ScheduleFreeBase):
         z_{t+1} = z_t − γ_t (g_t / D_t + λ y_t)                   [A3], decoupled weight decay at y
         x_{t+1} = (1 − c_{t+1}) x_t + c_{t+1} z_{t+1}            [A4], [A5]
 
-    Arguments mirror `schedulefree.AdamWScheduleFree` (positional order included):
-    `SFAdamW(params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, r=0.0, weight_lr_power=2.0)` is a
-    drop-in replacement, and with the default `weighting="lr_power"` it takes the same steps on the same learning-rate
-    sequence. `betas[0]` is the interpolation β of [A1]. The keyword-only arguments (`weighting`, `alpha`,
-    `lr_rule`, `polyak_floor`, `fused`, `c`) are those of `SFSGD`; with `lr_rule="polyak"` the norm in [B1] is
-    ‖g‖²_P = Σ g² / D_t.
+    Arguments mirror `schedulefree.AdamWScheduleFree` (positional order and meaning included):
+    `SFAdamW(params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0, r=0.0,
+    weight_lr_power=2.0, foreach=None)` is a drop-in replacement: with the default `weighting="lr_power"` it takes the
+    same steps, keeps the same state (`z`, `exp_avg_sq`), loads the reference's state dicts, and accepts a tensor lr.
+    `betas[0]` is the interpolation β of [A1]. The keyword-only arguments (`weighting`, `alpha`, `lr_rule`,
+    `polyak_floor`, `fused`, `c`) and `warmup_steps` are those of `SFSGD`; with `lr_rule="polyak"` the norm in [B1] is
+    ‖g‖²_P = Σ g² / D_t, and the step leaves P_t g_t in `p.grad` (its first pass preconditions the gradient in place,
+    as the reference's AdamW always does).
     """
 
     _adam = True
@@ -29,11 +30,9 @@ class SFAdamW(ScheduleFreeBase):
                  foreach: bool | None = None, *, weighting: str | None = None, alpha: float = 0.5,
                  lr_rule: str = "schedule", polyak_floor: float = 1e-12, fused: bool | None = None,
                  c: float = 0.1):
-        if warmup_steps:
-            raise ValueError(_WARMUP_MOVED.format(warmup_steps))
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, r=r,
                         weight_lr_power=weight_lr_power, weighting=weighting, alpha=alpha, lr_rule=lr_rule,
-                        polyak_floor=polyak_floor, c=c)
+                        polyak_floor=polyak_floor, c=c, warmup_steps=warmup_steps, scheduled_lr=0.0)
         super().__init__(params, defaults, foreach=foreach, fused=fused)
 
     _beta_name = "betas[0]"

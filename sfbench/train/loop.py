@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import torch
 
+from ..optim.muon import parameters_for
 from ..tasks.base import ConfigError, Task
 from ..tracking import lock as run_lock
 from ..tracking.run_record import RecordDamaged, RecordWriteError, RunRecord, remove_stale_temp_files
@@ -353,7 +354,7 @@ class Trainer:
         self.task.setup(self.device)
         seed_everything(cfg.seed)
         model = self.task.model().to(self.device)
-        opt = self.make_optimizer(model.parameters())
+        opt = self.make_optimizer(parameters_for(self.make_optimizer, model))   # named where it places by name
         sched = self.make_scheduler(opt) if self.make_scheduler is not None else None
         theory = None
         if cfg.theory:     # before loading a checkpoint: the origin x_0 is the seeded initial model
