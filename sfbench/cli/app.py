@@ -10,10 +10,12 @@ submitit and resumes from its run directory (`run`, slurm/README.md).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
 
+from .outcome import print_run, print_sweep, sweep_dir_of
 from .sweep import register_resolvers, sweep_dir, sweep_value
 from .validate import EXIT_BAD_INPUT, GROUPS, check_group_choices, config_dir, validate, validate_sweep
 
@@ -67,6 +69,8 @@ def run(cfg) -> float | None:
         summary = trainer.run()
     except ConfigError as err:          # found while loading data or the teacher
         _fail(str(err), run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:    # the result, its status and where it is (outcome.py)
+        print_run(summary, run_dir)
     if summary and summary.get("status") == "preempted":
         # The run is checkpointed. Give the signal to the handler the Trainer borrowed it from: under submitit
         # (hydra/launcher=slurm) that one requeues the job and exits, and the requeued job resumes from run_dir.
@@ -102,7 +106,9 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
     old = read_config(run_dir)
     if not old or not (run_dir / "summary.json").exists():
         return
-    volatile = ("trainer.device", "trainer.log_every_s", "logger.", "choices.logger")
+    # the evaluation cadence is where the run is measured, not the run (its default changed from 200 to auto)
+    volatile = ("trainer.device", "trainer.log_every_s", "logger.", "choices.logger", "trainer.eval_every",
+                "trainer.eval_share")
     a = {k: v for k, v in flatten(old).items() if not k.startswith(volatile)}
     b = {k: v for k, v in flatten(resolved).items() if not k.startswith(volatile)}
     # a setting the old record lacks was added by a newer sfbench (e.g. trainer.theory): not a different run
@@ -137,3 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         if exit_.code == 1 and not _task_started:   # Hydra's own composition errors
             sys.exit(EXIT_BAD_INPUT)
         raise
+    multirun = "-m" in argv or "--multirun" in argv
+    inspecting = any(a in ("-c", "-h", "-i", "--help", "--hydra-help") or a.startswith(("--cfg", "--info"))
+                     for a in argv)
+    if multirun and not inspecting:
+        where = sweep_dir_of(argv)
+        if where is not None and where.is_dir():
+            print_sweep(where)              # one table across the sweep's runs, and the report command

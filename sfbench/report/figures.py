@@ -177,6 +177,7 @@ def curves(runs: list[Run], task: str, out: Path) -> Path | None:
     if _positive(all_values + positive_only):
         for ax in axes:
             ax.set_yscale("log")
+            _plain_log_y(ax)
     ncols = min(3, len(methods))
     _suptitle(fig, f"{task}: {metric} evaluated at x (solid; mean over seeds, band = min–max)"
                    + (" and the smoothed training loss (dashed)" if any_train else ""), ncols)
@@ -227,6 +228,7 @@ def fits(runs: list[Run], task: str, out: Path) -> Path | None:
     if _positive(all_values):
         for ax in axes:
             ax.set_yscale("log")
+            _plain_log_y(ax)
     _suptitle(fig, f"{task}: observed (solid) and the fitted bound C + M·bound [C4] (dashed)", min(3, len(methods)))
     path = out / f"fits_{slug(task)}.png"
     _save(fig, path)
@@ -234,8 +236,8 @@ def fits(runs: list[Run], task: str, out: Path) -> Path | None:
 
 
 def _lr_axis(ax, swept: list[float], extra: list[float]) -> None:
-    """Log x axis over the swept values and `extra` (predictions), labelled over its whole range: the swept
-    values, and decades that are not crowding one of them."""
+    """Log x axis over the swept values and `extra` (predictions), labelled over its whole range: the swept values
+    first, then 1-2-5 steps (decades only over more than three decades) where they don't crowd a label."""
     values = sorted({v for v in swept + extra if v > 0 and math.isfinite(v)})
     if not values:
         return
@@ -245,16 +247,27 @@ def _lr_axis(ax, swept: list[float], extra: list[float]) -> None:
     ticks = sorted({v for v in swept if v > 0})
     if len(ticks) > 8:
         ticks = []
-    decades = [10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
-    for d in decades:
-        if lo <= d <= hi and all(abs(math.log10(d / t)) > 0.25 for t in ticks):
-            ticks.append(d)
-    if len(ticks) > 1:
-        ax.set_xticks(sorted(ticks))
-    else:
-        ax.xaxis.set_major_locator(LogLocator(numticks=6))
+    mantissas = (1.0,) if math.log10(hi / lo) > 3 else (1.0, 2.0, 5.0)
+    for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        for m in mantissas:
+            v = m * 10.0 ** k
+            if lo <= v <= hi and all(abs(math.log10(v / t)) > 0.22 for t in ticks):
+                ticks.append(v)
+    ax.set_xticks(sorted(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _plain_log_y(ax) -> None:
+    """Log y with plain numbers (0.4, not 4×10⁻¹); minor ticks labelled too when the axis spans under a decade."""
+    lo, hi = ax.get_ylim()
+    fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(fmt)
+    if lo > 0 and hi / lo < 10:
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> Path | None:
@@ -314,6 +327,7 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
         _lr_axis(ax, swept, extra)
         if logy:
             ax.set_yscale("log")
+            _plain_log_y(ax)
         _title(ax, method, group)
         ax.set_xlabel("cap γ_max (opt.lr)" if group[0].lr_role == "cap" else "base lr (opt.lr)")
         ax.set_ylabel(f"final {metric}")
