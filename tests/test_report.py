@@ -546,6 +546,98 @@ def test_wandb_offline_summary_run(tmp_path, wandb_offline, capsys):
         assert items[f"{table}._type"] == "table-file"
     assert items["report/runs.nrows"] == 6
     assert items["report/fitted_curves.nrows"] == 6 * (T // EVAL_EVERY)   # every run's fitted curve
+    # W&B line plots, not only PNGs: observed against fitted per run, and the lr sensitivity
+    config = {}
+    for r in records:
+        if r["type"] == "config":
+            config.update({u["key"] if "key" in u else k: u for k, u in r["config"].get("update", {}).items()})
+    charts = {k.removeprefix("_wandb.visualize."): v for k, v in config.items() if k.startswith("_wandb.visualize.")}
+    fits = {k for k in charts if k.startswith("report/fit/")}
+    assert len(fits) == 6 and "report/lr/logreg" in charts
+    for key in fits | {"report/lr/logreg"}:
+        assert charts[key]["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
+        assert items[f"{key}_table._type"] == "table-file"
+    # each fit chart holds two lines (observed, fitted) of one point per evaluation
+    assert {items[f"{k}_table.nrows"] for k in fits} == {2 * (T // EVAL_EVERY)}
+
+
+def _select(filters: list[dict], config: dict, group: str) -> bool:
+    """Evaluate a W&B run-set filter (v2 format, equality only) on a run's nested config, as the W&B server would."""
+    for f in filters:
+        key, value = f["key"], f["value"]
+        assert f["op"] == "="
+        if key["section"] == "run":
+            assert key["name"] == "group"
+            have = group
+        else:
+            head, middle, *rest = key["name"].split(".")
+            assert middle == "value"                              # nested configs: <top>.value.<rest>
+            have = config.get(head)
+            for part in rest:
+                have = have.get(part) if isinstance(have, dict) else None
+        if have != value:
+            return False
+    return True
+
+
+def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypatch):
+    """--wandb-dashboard without an account writes the dashboard's spec: per method a run set that selects exactly
+    that method's runs (checked by evaluating its filters on the run configs), a line plot of the metric with
+    theory/bound, lr sensitivity; a prediction table with every method. --publish-dashboard saves it."""
+    import yaml
+
+    root = tmp_path / "dash"
+    lrs = (0.01, 0.03, 0.1)
+    for choice, extra in ONE_CLASS.items():
+        for lr in lrs:
+            write_run(root / f"{choice}-{lr}", schedule="constant", lr=lr, seed=0, opt=SF_ADAM, opt_choice=choice,
+                      opt_extra=extra, group="dashgroup", logger="sfbench.tracking.wandb_sink.WandbSink")
+    from sfbench.report.__main__ import main
+
+    assert main([str(root), "--wandb-dashboard", "--no-wandb"]) == 0
+    out = capsys.readouterr().out
+    spec_path = root / "report" / "wandb_dashboard.json"
+    assert f"wrote its spec to {spec_path}" in out
+    assert f"--publish-dashboard {spec_path} --wandb-entity YOUR_ENTITY" in out
+    data = json.loads(spec_path.read_text())
+    report = json.loads((root / "report" / "report.json").read_text())
+    assert data["group"] == "dashgroup" and data["project"] == "sfbench" and report["wandb_dashboard"]["mode"] == "offline"
+    blocks = data["spec"]["spec"]["blocks"]
+    grids = [b for b in blocks if b["type"] == "panel-grid"]
+    configs = {d.name: (yaml.safe_load((d / "config.yaml").read_text()), d.name) for d in root.iterdir()
+               if (d / "config.yaml").is_file()}
+    methods = {m["method"]: m for m in report["methods"]}
+    assert len(grids) == len(methods) == 3
+    for grid in grids:
+        [runset] = grid["metadata"]["runSets"]
+        selected = {name for name, (cfg, _) in configs.items()
+                    if _select(runset["filters"]["filters"], cfg, cfg["group"])}
+        method = runset["name"]
+        assert selected == {f"{method}-{lr}" for lr in lrs}               # exactly its runs: never pooled
+        panels = grid["metadata"]["panelBankSectionConfig"]["panels"]
+        lines = [p["config"] for p in panels if p["viewType"] == "Run History Line Plot"]
+        assert any(c["metrics"] == ["eval/subopt", "theory/bound"] and c["xAxis"] == "step" for c in lines)
+        [scatter] = [p["config"] for p in panels if p["viewType"] == "Scatter Plot"]
+        assert scatter["xAxis"] == "config:opt.value.lr" and scatter["yAxis"] == "summary:eval/subopt"
+    text = json.dumps([b for b in blocks if b["type"] not in ("panel-grid",)])
+    for b in report["prediction"]["best_lr"]:
+        assert f"| {b['method']} |" in text
+        if b["predicted"] is not None:
+            assert f"{b['predicted']:.3g}" in text
+    assert "none (adaptive step)" in text                                  # SF-Polyak: a cap, no prediction
+
+    # publishing: the spec is loaded back into a wandb_workspaces Report and saved under the given entity
+    import wandb_workspaces.reports.v2 as wr
+
+    saved = []
+    monkeypatch.setattr(wr.Report, "save", lambda self, **kw: saved.append(self) or self)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: f"https://wandb.example/{self.entity}/{self.project}"))
+    assert main(["--publish-dashboard", str(spec_path), "--wandb-entity", "me"]) == 0
+    assert "W&B dashboard saved: https://wandb.example/me/sfbench" in capsys.readouterr().out
+    [dash] = saved
+    grids = [b for b in dash.blocks if isinstance(b, wr.PanelGrid)]
+    assert len(grids) == 3 and all(g.runsets[0].entity == "me" and g.runsets[0].project == "sfbench" for g in grids)
+    assert main(["--publish-dashboard", str(tmp_path / "nope.json")]) == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------------

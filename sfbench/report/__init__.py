@@ -1,6 +1,7 @@
 """sfbench.report — run or sweep directories → figures, report.html, report.json (and optionally one W&B run).
 
     python -m sfbench.report DIR [--out OUT] [--metric auto|eval/subopt|eval/loss|train/loss] [--wandb]
+                                 [--wandb-dashboard]
 
 or from Python: `build_report(DIR)`. Depends on sfbench.theory, sfbench.tracking and matplotlib only (DESIGN.md
 "Rooms"); what the page shows and how to read it: docs/report.md.
@@ -78,11 +79,14 @@ def _warnings(runs) -> list[str]:
 
 
 def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = None, g_param: bool = False,
-                 profile_tol: float = 0.05, wandb_mode: str | None = None) -> dict:
+                 profile_tol: float = 0.05, wandb_mode: str | None = None, dashboard: bool = False,
+                 wandb_entity: str | None = None, wandb_project: str | None = None) -> dict:
     """Write OUT/report.html, OUT/report.json and the PNGs for the run or sweep directory `path`.
 
     out: default `path`/report. metric: a logged key, or "auto". wandb: True → log to one W&B run; None → only when
-    the runs were logged with the W&B sink; False → never. Returns the report (what report.json holds).
+    the runs were logged with the W&B sink; False → never. dashboard: also build the W&B dashboard
+    (wandb_dashboard.py; saved online, its spec written to OUT offline). Returns the report (what report.json
+    holds).
     Raises ReportError for a missing/empty directory or a metric no run logs.
     """
     started = time.perf_counter()
@@ -124,6 +128,16 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
             message = " ".join(str(e).split())
             report["wandb"] = {"error": f"{type(e).__name__}: {message}"}
             report["warnings"].append(f"W&B logging failed ({type(e).__name__}: {message})")
+    report["wandb_dashboard"] = None
+    if dashboard:
+        from . import wandb_dashboard
+        try:
+            report["wandb_dashboard"] = wandb_dashboard.make(json_safe(report), runs, out, entity=wandb_entity,
+                                                             project=wandb_project, mode=wandb_mode)
+        except Exception as e:     # noqa: BLE001 — the report stands without the dashboard; the error is reported
+            message = " ".join(str(e).split())
+            report["wandb_dashboard"] = {"error": f"{type(e).__name__}: {message}"}
+            report["warnings"].append(f"W&B dashboard failed ({type(e).__name__}: {message})")
     report["seconds"] = time.perf_counter() - started
     safe = json_safe(report)
     (out / "report.json").write_text(json.dumps(safe, indent=1, allow_nan=False) + "\n", encoding="utf-8")

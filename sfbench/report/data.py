@@ -24,7 +24,7 @@ from sfbench.theory import (
 from sfbench.theory.fit import BoundFit, bound_terms, fit_bound, metric_floor
 from sfbench.tracking import find_runs, flatten, read_config, read_summary
 
-from .identity import choice, is_setting, lr_is_cap, method_ids, short, task_ids
+from .identity import choice, is_setting, label, lr_is_cap, method_items, short, task_items
 
 #: --metric auto: the first of these that the runs of a task log
 AUTO_METRICS = ("eval/subopt", "eval/loss", "train/loss")
@@ -67,6 +67,8 @@ class Run:
     # filled by identify()
     task_id: str = ""
     method_id: str = ""
+    method_key: list = dataclasses.field(default_factory=list)   # (config key, value): what selects the method
+    task_key: list = dataclasses.field(default_factory=list)
     # filled by analyze()
     metric: str | None = None
     final: float = float("nan")      # observed final metric
@@ -168,12 +170,13 @@ class Run:
 
 
 def identify(runs: list[Run]) -> None:
-    """Fill every run's task_id and method_id (identity.py) from the configs of all runs together."""
+    """Fill every run's task and method identity (identity.py) from the configs of all runs together."""
     configs = [r.config for r in runs]
-    tasks = task_ids(configs)
-    methods = method_ids(configs, tasks)
-    for r, t, m in zip(runs, tasks, methods):
-        r.task_id, r.method_id = t, m
+    tasks = task_items(configs)
+    task_labels = [label(t) for t in tasks]
+    methods = method_items(configs, task_labels)
+    for r, t, tl, m in zip(runs, tasks, task_labels, methods):
+        r.task_key, r.task_id, r.method_key, r.method_id = t, tl, m, label(m)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -629,7 +632,10 @@ def methods_table(runs: list[Run]) -> list[dict]:
                     "schedules": sorted({r.schedule for r in group}), "lr_role": group[0].lr_role,
                     "lrs": sorted({r.lr for r in group if math.isfinite(r.lr)}), "runs": len(group),
                     "fitted": sum(1 for r in fits if r.fit.ok), "bound": next((r.kind for r in group if r.kind), None),
-                    "bound_kind": ", ".join(kinds) or None})
+                    "bound_kind": ", ".join(kinds) or None,
+                    # the config (key, value) pairs that select this method's runs: its task's, then its own
+                    "select": [[k, v] for k, v in group[0].task_key + group[0].method_key],
+                    "metric": group[0].metric})
     return out
 
 

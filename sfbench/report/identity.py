@@ -66,7 +66,8 @@ def _varying(configs: list[dict], keep) -> list[str]:
 
 
 def _names(keys: Iterable[str]) -> dict[str, str]:
-    """Short names for keys (the last component), the full key where two would share one."""
+    """Short names for keys (the last component: `choices.sched` → `sched`), the full key where two would share
+    one."""
     keys = list(keys)
     tails = defaultdict(list)
     for k in keys:
@@ -74,49 +75,61 @@ def _names(keys: Iterable[str]) -> dict[str, str]:
     return {k: (k.rsplit(".", 1)[-1] if len(tails[k.rsplit(".", 1)[-1]]) == 1 else k) for k in keys}
 
 
-def label(base: str, items: list[tuple[str, Any]]) -> str:
-    if not items:
-        return base
-    names = _names(k for k, _ in items)
-    return f"{base} · " + ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in items)
+def label(items: list[tuple[str, Any]]) -> str:
+    """`choice · key=value, …` from identity items (the first is the config choice itself)."""
+    (_, base), rest = items[0], items[1:]
+    if not rest:
+        return str(base)
+    names = _names(k for k, _ in rest)
+    return f"{base} · " + ", ".join(f"{names[k]}={fmt_value(v)}" for k, v in rest)
+
+
+def task_items(configs: list[dict]) -> list[list[tuple[str, Any]]]:
+    """Per config: ("choices.task", its choice), then the `task.*` settings that vary within that choice."""
+    by_choice: dict[str, list[int]] = defaultdict(list)
+    for i, c in enumerate(configs):
+        by_choice[choice(c, "task")].append(i)
+    out: list[list[tuple[str, Any]]] = [[] for _ in configs]
+    for name, idx in by_choice.items():
+        keys = _varying([configs[i] for i in idx], lambda k: k.startswith("task.") and is_setting(k))
+        for i in idx:
+            out[i] = [("choices.task", name)] + [(k, configs[i].get(k, _MISSING)) for k in keys]
+    return out
+
+
+def method_items(configs: list[dict], tasks: list[str] | None = None) -> list[list[tuple[str, Any]]]:
+    """Per config: ("choices.opt", its choice), then the settings that vary among that choice's runs of one task,
+    other than opt.lr and seeds: ("choices.sched", …) when several schedules ran, then sched.* keys among runs of
+    one schedule, opt.* keys, any other keys (trainer.*)."""
+    tasks = tasks if tasks is not None else task_ids(configs)
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, c in enumerate(configs):
+        groups[(tasks[i], choice(c, "opt"))].append(i)
+    out: list[list[tuple[str, Any]]] = [[] for _ in configs]
+    for (_, name), idx in groups.items():
+        members = [configs[i] for i in idx]
+        by_sched: dict[str, list[dict]] = defaultdict(list)
+        for c in members:
+            by_sched[choice(c, "sched")].append(c)
+        sched_keys = {s: _varying(cs, lambda k: k.startswith("sched.") and is_setting(k)) for s, cs in by_sched.items()}
+        other = _varying(members, lambda k: is_setting(k) and k != LR_KEY and not k.startswith(("task.", "sched.")))
+        ordered = [k for k in other if k.startswith("opt.")] + [k for k in other if not k.startswith("opt.")]
+        for i in idx:
+            c = configs[i]
+            s = choice(c, "sched")
+            items: list[tuple[str, Any]] = [("choices.opt", name)]
+            items += [("choices.sched", s)] if len(by_sched) > 1 else []
+            items += [(k, c.get(k, _MISSING)) for k in sched_keys[s] + ordered]
+            out[i] = items
+    return out
 
 
 def task_ids(configs: list[dict]) -> list[str]:
     """One label per config: the task's choice plus its `task.*` settings that vary within that choice."""
-    by_choice: dict[str, list[int]] = defaultdict(list)
-    for i, c in enumerate(configs):
-        by_choice[choice(c, "task")].append(i)
-    out = [""] * len(configs)
-    for name, idx in by_choice.items():
-        members = [configs[i] for i in idx]
-        keys = _varying(members, lambda k: k.startswith("task.") and is_setting(k))
-        for i in idx:
-            out[i] = label(name, [(k, configs[i].get(k, _MISSING)) for k in keys])
-    return out
+    return [label(items) for items in task_items(configs)]
 
 
 def method_ids(configs: list[dict], tasks: list[str] | None = None) -> list[str]:
     """One label per config: the optimizer's choice plus the settings that vary among that choice's runs of one
     task, other than opt.lr and seeds (see the module docstring for the order)."""
-    tasks = tasks if tasks is not None else task_ids(configs)
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for i, c in enumerate(configs):
-        groups[(tasks[i], choice(c, "opt"))].append(i)
-    out = [""] * len(configs)
-    for (_, name), idx in groups.items():
-        members = [configs[i] for i in idx]
-        scheds = {choice(c, "sched") for c in members}
-        by_sched: dict[str, list[dict]] = defaultdict(list)
-        for c in members:
-            by_sched[choice(c, "sched")].append(c)
-        sched_keys = {s: _varying(cs, lambda k: k.startswith("sched.") and is_setting(k)) for s, cs in by_sched.items()}
-        other_keys = _varying(members, lambda k: is_setting(k) and k != LR_KEY and not k.startswith(("task.", "sched.")))
-        opt_keys = [k for k in other_keys if k.startswith("opt.")]
-        rest = [k for k in other_keys if not k.startswith("opt.")]
-        for i in idx:
-            c = configs[i]
-            s = choice(c, "sched")
-            items: list[tuple[str, Any]] = [("sched", s)] if len(scheds) > 1 else []
-            items += [(k, c.get(k, _MISSING)) for k in sched_keys[s] + opt_keys + rest]
-            out[i] = label(name, items)
-    return out
+    return [label(items) for items in method_items(configs, tasks)]
