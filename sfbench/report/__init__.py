@@ -41,7 +41,8 @@ def _notes(report: dict, g_param: bool) -> list[str]:
          f"loss as the means of {data.SMOOTH_BINS} equal blocks of steps, each at its block's mean step. [C1] runs: "
          "a = 1/(2·S1), b = S2/(2·S1) from the logged theory/S1, theory/S2; [C3] runs: a, b from the per-step lr "
          "and theory/grad_sq. D is held at the task's exact D when the run's summary has it (theory.D_source = "
-         "task) and fitted otherwise."
+         f"task) unless fitting it lowers the rmse by ≥ {1 - data.D_FREE_GAIN:.0%} (the Euclidean ‖x_0 − x*‖ is not "
+         "the D of a preconditioned or stochastic run's bound; the runs table notes it), and fitted otherwise."
          + (" G-param: the observed ‖g_t‖² replaced by G²·(t+1)^p, p fitted over [−2, 1]." if g_param else "")),
         ("Predicted final value (for Spearman ρ): the run's last logged theory/bound. The interval is a percentile "
          f"bootstrap ({data.BOOTSTRAP} resamples of the runs with replacement, fixed seed)."),

@@ -158,7 +158,7 @@ def curves(runs: list[Run], task: str, out: Path) -> Path | None:
                 if tr is not None:
                     s, v, _ = tr
                     keep = v > 0 if metric == "eval/subopt" else np.isfinite(v)
-                    ax.plot(s[keep], v[keep], color=color, lw=1.0, ls="--", alpha=0.6)
+                    ax.plot(s[keep], v[keep], color=color, lw=0.9, ls="--", alpha=0.5)
                     positive_only.extend(v[keep].tolist())
                     any_train = True
             handles.append(Line2D([], [], color=color, lw=2, label=name))

@@ -384,7 +384,7 @@ class Trainer:
                                             wall_s=time.time() - started, task=self.task.summary(),
                                             theory=theory_summary,
                                             evaluation={**cadence.summary(), "at": "x" if hasattr(opt, "eval")
-                                                        and hasattr(opt, "train") else "the iterate"})
+                                                        and hasattr(opt, "train") else "the last iterate"})
         self.sink.summary({"status": status, "steps_done": steps_done, **final})
         self.sink.finish(status)
         self.record.close()
