@@ -99,3 +99,27 @@ def test_default_run_has_a_curve(in_run_env):
     assert all(s % 4 == 0 for s in evals[:-1]) and evals[-1] == 200
     assert summary["theory"]["fit"]["target"] == "eval/subopt" and summary["theory"]["fit"]["method"] == "huber"
     assert summary["theory"]["fit"]["C"] >= 0
+
+
+@pytest.mark.slow
+def test_data_parallel_ranks_evaluate_together(tmp_path, sfbench_env):
+    """Two gloo processes with the auto cadence: every rank must reach each evaluation (they swap to x together);
+    the interval is agreed by an all-reduce, so the run completes and evaluates on one grid."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    run_dir = tmp_path / "two"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "sfbench", "task=logreg", "task.batch_size=32", "logger=none", "trainer.steps=100",
+                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True,
+                          env=subprocess_env(sfbench_env), cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["step"] for r in rows if "eval/subopt" in r]
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    assert len(evals) == summary["evaluation"]["evaluations"] >= 10 and evals[-1] == 100
+    assert all(s % 2 == 0 for s in evals)                     # on the grid of the starting interval (100 / 50)
+    assert proc.stdout.count("sfbench: run directory:") == 1   # rank 0 alone says where the run is

@@ -442,7 +442,14 @@ def test_fitted_suboptimality_respects_its_floor(tmp_path):
 
 
 def test_spearman_interval():
-    from sfbench.report.data import spearman
+    from scipy.stats import rankdata
+
+    from sfbench.report.data import _resampled_ranks, spearman
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 6, size=25).astype(float)                    # many ties, then more from resampling
+    idx = rng.integers(0, 25, size=(300, 25))
+    assert np.array_equal(_resampled_ranks(values, idx), rankdata(values[idx], axis=-1))
 
     x = np.arange(30.0)
     perfect = spearman(x, x ** 2)
