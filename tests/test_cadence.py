@@ -41,7 +41,7 @@ def test_auto_stretches_when_evaluating_is_expensive():
     step_s, eval_s = 0.01, 0.06
     c.measured(12, eval_s=5.0, since_last_s=12 * step_s)   # the first evaluation warms up: never acted on
     assert c.every == 12
-    c.measured(24, eval_s=eval_s, since_last_s=12 * step_s)  # cost: the lower of the last two (0.06 s)
+    c.measured(24, eval_s=eval_s, since_last_s=12 * step_s)  # cost: the lowest since the first (0.06 s)
     assert c.every == 60 and c.every % c.base == 0
     assert eval_s <= 0.1 * c.every * step_s + 1e-12 and eval_s > 0.1 * (c.every - c.base) * step_s
     c.measured(60, eval_s=1e-6, since_last_s=24 * step_s)  # cheap now: the interval never shrinks

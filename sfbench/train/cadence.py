@@ -6,8 +6,8 @@ points: the interval starts at max(1, round(steps / 50)). Evaluation is not alwa
 each evaluation the interval becomes the smallest multiple of the starting one for which evaluating costs at most
 `trainer.eval_share` (default 0.1) of the training time between evaluations — measured wall-clock seconds of
 evaluating against seconds per training step (logging and the rest of the step included). The first evaluation
-only warms up (lazy initialisation, caches); from the second on, an evaluation's cost is the lower of the last two
-measurements, so one slow outlier does not stretch the interval. It only grows, so noise cannot make it flap, and it stays on the grid of the starting interval, so runs of one sweep
+only warms up (lazy initialisation, caches); from the second on, an evaluation's cost is the lowest measured since
+(contention from other processes only ever adds time), so a burst of load does not stretch the interval. It only grows, so noise cannot make it flap, and it stays on the grid of the starting interval, so runs of one sweep
 evaluate at the same steps unless evaluating costs them more. The last step is always evaluated.
 
 With several processes (data parallel) every rank must evaluate at the same steps: the new interval is the
@@ -42,7 +42,7 @@ class EvalCadence:
         self.every = self.base
         self.count = 0
         self.eval_s = 0.0
-        self.recent: list[float] = []
+        self.lowest = math.inf            # the cheapest evaluation after the first
         self.last_step, self.last_time = start, None
 
     def due(self, step: int) -> bool:
@@ -61,12 +61,13 @@ class EvalCadence:
         start) took `since_last_s` seconds. `agree(int) -> int` makes the ranks of a data-parallel run agree (max)."""
         self.count += 1
         self.eval_s += eval_s
-        self.recent = (self.recent + [eval_s])[-2:]
+        if self.count >= 2:
+            self.lowest = min(self.lowest, eval_s)
         steps_between = step - self.last_step
         self.last_step = step
         if steps_between <= 0 or self.count < 2:
             return
-        new = self.needed(min(self.recent), since_last_s / steps_between)
+        new = self.needed(self.lowest, since_last_s / steps_between)
         if agree is not None and self.auto:
             new = agree(new)
         self.every = max(self.every, new)
