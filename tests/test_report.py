@@ -49,11 +49,16 @@ def h_of(schedule: str, T: int = T) -> np.ndarray:
     raise ValueError(schedule)
 
 
+CHOICES = {"sfbench.optim.SFSGD": "sf_sgd", "torch.optim.SGD": "sgd"}
+
+
 def write_run(run_dir: Path, *, schedule: str, lr: float, seed: int, task: str = TASK, opt: str = "sfbench.optim.SFSGD",
               theory: bool = True, curve=None, status: str = "completed", diverge_at: int | None = None,
-              kind: str = "C1", group: str = "synthetic", logger: str = "sfbench.tracking.sinks.NullSink") -> dict:
-    """One run directory as the trainer writes it (with the theory columns when `theory`). Returns what it wrote:
-    steps, gammas, grad_sq, bound (per step) and the metric at eval steps."""
+              kind: str = "C1", group: str = "synthetic", logger: str = "sfbench.tracking.sinks.NullSink",
+              opt_choice: str | None = None, opt_extra: dict | None = None, eval_every: int = EVAL_EVERY,
+              task_extra: dict | None = None) -> dict:
+    """One run directory as the trainer writes it (with the theory columns when `theory`), `choices` included.
+    Returns what it wrote: steps, gammas, grad_sq, bound (per step) and the metric at eval steps."""
     rng = np.random.default_rng(1000 * seed + int(lr * 1000) + len(schedule))
     gam = lr * h_of(schedule)
     gsq = G_TRUE ** 2 * (1 + 0.05 * rng.uniform(-1, 1, T))
@@ -61,11 +66,14 @@ def write_run(run_dir: Path, *, schedule: str, lr: float, seed: int, task: str =
     bound = (D_TRUE ** 2 + s2) / (2 * s1)
     metric = M_TRUE * bound if curve is None else curve
     rec = RunRecord(run_dir)
-    rec.write_config({"task": {"_target_": task, "seed": seed},
-                      "opt": {"_target_": opt, "lr": lr, "weighting": "lr_power"},
+    task_choice = "logreg" if task == TASK else task.rsplit(".", 1)[-1]
+    rec.write_config({"task": {"_target_": task, "seed": seed, **(task_extra or {})},
+                      "opt": {"_target_": opt, "lr": lr, "weighting": "lr_power", **(opt_extra or {})},
                       "sched": {"name": schedule, "warmup_steps": 0, "decay_frac": 0.2},
-                      "trainer": {"steps": T, "eval_every": EVAL_EVERY}, "seed": seed, "group": group,
-                      "logger": {"_target_": logger, "project": "sfbench", "mode": "auto"}})
+                      "trainer": {"steps": T, "eval_every": eval_every}, "seed": seed, "group": group,
+                      "logger": {"_target_": logger, "project": "sfbench", "mode": "auto"},
+                      "choices": {"task": task_choice, "opt": opt_choice or CHOICES.get(opt, opt.rsplit(".", 1)[-1]),
+                                  "sched": schedule, "logger": "none", "experiment": None}})
     last = T if diverge_at is None else diverge_at
     with rec:
         for step in range(1, last + 1):
@@ -77,9 +85,9 @@ def write_run(run_dir: Path, *, schedule: str, lr: float, seed: int, task: str =
                 break
             if theory:
                 row.update({"theory/S1": s1[i], "theory/S2": s2[i], "theory/grad_sq": gsq[i], "theory/D": D_TRUE})
-                if kind == "C1" or step % EVAL_EVERY == 0 or step == T:
+                if kind == "C1" or step % eval_every == 0 or step == T:
                     row["theory/bound"] = bound[i]
-            if step % EVAL_EVERY == 0 or step == T:
+            if step % eval_every == 0 or step == T:
                 row.update({"eval/loss": metric[i] + 0.3, "eval/subopt": metric[i]})
             rec.log(row)
     summary = {"steps_done": last - 1 if diverge_at else T, "total_steps": T,
@@ -134,7 +142,7 @@ def test_report_files_and_statuses(sweep):
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["n_runs"] == len(written) == 31
     assert on_disk["statuses"] == {"completed": 30, "diverged": 1}
-    assert on_disk["metric"] == {"LogRegTask": "eval/subopt"}              # --metric auto picks the suboptimality
+    assert on_disk["metric"] == {"logreg": "eval/subopt"}                  # --metric auto picks the suboptimality
     div = [r for r in on_disk["runs"] if r["status"] == "diverged"]
     assert len(div) == 1 and div[0]["fit"] is None and div[0]["lr"] == 10.0
     assert any("diverged" in n for n in div[0]["notes"])
@@ -176,10 +184,12 @@ def test_spearman_is_one_when_the_metric_follows_the_bound(sweep):
     assert len(overall) == 1
     assert overall[0]["n"] == 30                                           # the diverged run is left out
     assert overall[0]["rho"] == pytest.approx(1.0)
-    per = {c["schedule"]: c for c in corr if c["scope"] == "schedule"}
+    per = {c["schedule"]: c for c in corr if c["scope"] == "method"}
     assert set(per) == set(SCHEDULES)
-    for c in per.values():
+    for sched, c in per.items():
+        assert c["method"] == f"sf_sgd · sched={sched}"                   # the schedule varies within the choice
         assert c["n"] == len(LRS) * len(SEEDS) and c["rho"] == pytest.approx(1.0)
+        assert c["ci"] == pytest.approx([1.0, 1.0])                        # every resample ranks alike: ρ = 1
     # the predicted final value is the final logged bound
     for r in report["runs"]:
         if r["status"] == "completed":
@@ -248,7 +258,8 @@ def test_partial_and_broken_runs(tmp_path):
     write_run(root / "preempted", schedule="constant", lr=0.03, seed=0, status="preempted")
     rec = RunRecord(root / "starting")
     rec.write_config({"task": {"_target_": TASK}, "opt": {"_target_": "sfbench.optim.SFSGD", "lr": 1.0},
-                      "sched": {"name": "constant"}, "trainer": {"steps": T}, "seed": 0})
+                      "sched": {"name": "constant"}, "trainer": {"steps": T}, "seed": 0,
+                      "choices": {"task": "logreg", "opt": "sf_sgd", "sched": "constant"}})
     rec.write_summary("running", steps_done=0)
     RunRecord(root / "failed").write_summary("failed", steps_done=0, error="boom")
     write_run(root / "corrupt", schedule="constant", lr=0.01, seed=0)
@@ -261,7 +272,7 @@ def test_partial_and_broken_runs(tmp_path):
     assert report["statuses"] == {"completed": 3, "preempted": 1, "running": 1, "failed": 1}
     assert runs["corrupt"]["fit"]["method"] == "huber" and "unreadable" in " ".join(runs["corrupt"]["notes"])
     assert runs["starting"]["fit"] is None and runs["failed"]["fit"] is None
-    assert report["tasks"] == ["LogRegTask"] and report["profiles"] is None
+    assert report["tasks"] == ["logreg"] and report["profiles"] is None
     [overall] = [c for c in report["prediction"]["correlations"] if c["scope"] == "overall"]
     assert overall["n"] == 3                                               # the completed runs only
     html = (root / "report" / "report.html").read_text()
@@ -296,7 +307,7 @@ def test_performance_profiles_across_tasks(tmp_path):
     report = build_report(root, wandb=False)
     prof = report["profiles"]
     assert prof is not None and sorted(prof["tasks"]) == ["A", "B"]
-    sf, sgd = "SFSGD/constant", "SGD/cosine"
+    sf, sgd = "sf_sgd", "sgd"
     assert prof["ratios"][sf]["A"] == 1.0 and prof["ratios"][sgd]["B"] == 1.0
     for ratio in (prof["ratios"][sf]["B"], prof["ratios"][sgd]["A"]):
         assert 1.6 <= ratio <= 2.4                                        # 2, up to the eval grid of 10 steps
@@ -309,8 +320,150 @@ def test_performance_profiles_across_tasks(tmp_path):
     # the [C3] runs were fitted from per-step lr and theory/grad_sq
     c3 = [r for r in report["runs"] if r["optimizer"] == "SGD"]
     assert c3 and all(r["bound"] == "C3" and r["fit"] and r["fit"]["n_used"] > 3 for r in c3)
-    best = {b["optimizer"]: b for b in report["prediction"]["best_lr"]}
-    assert best["SGD"]["rule"] == "C3" and best["SFSGD"]["rule"] == "C2"
+    best = {b["method"]: b for b in report["prediction"]["best_lr"]}
+    assert best["sgd"]["rule"] == "C3" and best["sf_sgd"]["rule"] == "C2"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# method identity: config choices, never classes
+# ---------------------------------------------------------------------------------------------------------------------
+SF_ADAM = "sfbench.optim.SFAdamW"
+#: three config choices built on one class (as configs/opt/ ships them), swept over the same lrs
+ONE_CLASS = {"sf_adamw": {"weighting": "lr_power"},
+             "sf_schedulet": {"weighting": "lr"},
+             "sf_polyak_adam": {"weighting": "uniform", "lr_rule": "polyak"}}
+
+
+def test_choices_sharing_a_class_are_never_merged(tmp_path):
+    """sf_adamw, sf_schedulet and sf_polyak_adam are all SFAdamW: three methods in every table, panel and
+    correlation, each with its own runs; SF-Polyak's opt.lr is a cap with no best-lr prediction. Even two choices
+    whose configs are identical key for key (a copy of a config under another name) stay apart."""
+    root = tmp_path / "one_class"
+    lrs = (0.01, 0.03, 0.1)
+    for choice, extra in {**ONE_CLASS, "sf_adamw_copy": ONE_CLASS["sf_adamw"]}.items():
+        for lr in lrs:
+            write_run(root / f"{choice}-{lr}", schedule="constant", lr=lr, seed=0, opt=SF_ADAM, opt_choice=choice,
+                      opt_extra=extra)
+    report = build_report(root, wandb=False)
+    names = {"sf_adamw", "sf_schedulet", "sf_polyak_adam", "sf_adamw_copy"}
+    assert {m["method"] for m in report["methods"]} == names
+    assert all(m["optimizer"] == "SFAdamW" and m["runs"] == len(lrs) for m in report["methods"])
+    for r in report["runs"]:                                               # each run in its own choice's method
+        assert r["method"] == r["run"].split("-")[0] == r["choice"]
+    per = [c for c in report["prediction"]["correlations"] if c["scope"] == "method"]
+    assert sorted(c["method"] for c in per) == sorted(names) and all(c["n"] == len(lrs) for c in per)
+    best = {b["method"]: b for b in report["prediction"]["best_lr"]}
+    assert set(best) == names
+    assert best["sf_polyak_adam"]["lr_role"] == "cap" and best["sf_polyak_adam"]["predicted"] is None
+    assert best["sf_polyak_adam"]["rule"] is None and best["sf_polyak_adam"]["observed"] in lrs
+    assert best["sf_adamw"]["lr_role"] == "base lr" and best["sf_adamw"]["predicted"] > 0
+    html = (root / "report" / "report.html").read_text()
+    for name in names:
+        assert html.count(f"<td class=\"l\">{name}</td>") >= 3          # methods, best-lr and correlation rows
+    assert "cap γ_max (opt.lr)" in html
+
+
+def test_identity_labels():
+    """What varies within a choice (schedule, other opt keys, trainer keys) names the method; lr and seed never do;
+    task settings name the task, not the method."""
+    from sfbench.report.identity import method_ids, task_ids
+
+    def cfg(opt, sched="constant", lr=0.1, seed=0, wd=0.0, bs=None, steps=600):
+        return {"choices.opt": opt, "choices.sched": sched, "choices.task": "logreg", "opt._target_": SF_ADAM,
+                "opt.lr": lr, "opt.weight_decay": wd, "sched.name": sched, "seed": seed, "task.seed": seed,
+                "task.batch_size": bs, "trainer.steps": steps, "logger.mode": "offline" if seed else "online"}
+
+    configs = [cfg("sf_adamw", lr=0.1), cfg("sf_adamw", lr=0.3, seed=1), cfg("sf_adamw", sched="wsd"),
+               cfg("adamw", wd=0.1), cfg("adamw", wd=0.0)]
+    assert method_ids(configs) == ["sf_adamw · sched=constant", "sf_adamw · sched=constant", "sf_adamw · sched=wsd",
+                                   "adamw · weight_decay=0.1", "adamw · weight_decay=0"]
+    batches = [cfg("sf_adamw", bs=16), cfg("sf_adamw", bs=64, lr=0.3)]
+    assert task_ids(batches) == ["logreg · batch_size=16", "logreg · batch_size=64"]
+    assert method_ids(batches) == ["sf_adamw", "sf_adamw"]
+    # a record without choices (older sfbench): the class's short name
+    assert method_ids([{"opt._target_": SF_ADAM, "opt.lr": 0.1}]) == ["SFAdamW"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fits on default-cadence runs, the metric's floor, rank-correlation intervals
+# ---------------------------------------------------------------------------------------------------------------------
+def test_few_evaluations_fit_the_smoothed_training_loss(tmp_path):
+    """Three evaluations (every 100 of 300 steps) are too few for [C4]: the fit uses the training loss, averaged
+    over blocks of steps, and succeeds; with many evaluations the metric itself is fitted."""
+    root = tmp_path / "few"
+    for lr in (0.03, 0.1, 0.3):
+        write_run(root / f"few-{lr}", schedule="wsd", lr=lr, seed=0, eval_every=100)
+        write_run(root / f"many-{lr}", schedule="wsd", lr=lr, seed=0, opt_choice="sf_sgd_many")
+    report = build_report(root, wandb=False)
+    for r in report["runs"]:
+        assert r["fit"]["method"] == "huber", r
+        if r["run"].startswith("few"):
+            assert r["fit_target"] == "train/loss (smoothed)" and r["fit"]["n_used"] == 50
+            assert any("fitted on the smoothed training loss" in n for n in r["notes"])
+            # the train loss here is the metric's curve × (1 ± 1 % noise): its bound shape is recovered
+            assert r["fit"]["M"] == pytest.approx(M_TRUE, rel=0.05)
+        else:
+            assert r["fit_target"] == "eval/subopt" and r["fit"]["n_used"] == T // EVAL_EVERY
+    assert {f["kind"] for f in report["figures"]} >= {"curves", "fits", "lr"}
+
+
+def test_smoothed_train_is_block_means(tmp_path):
+    from sfbench.report import load
+    from sfbench.report.data import smoothed_train
+
+    written = write_run(tmp_path / "r", schedule="cosine", lr=0.1, seed=3)
+    [run] = load(tmp_path / "r")
+    steps, values = smoothed_train(run, bins=30)
+    raw = run.metrics["train/loss"].to_numpy()
+    assert len(steps) == 30 and np.array_equal(steps, np.arange(1, T + 1).reshape(30, -1).mean(axis=1).round())
+    assert np.allclose(values, raw.reshape(30, -1).mean(axis=1))
+    assert np.allclose(raw, written["metric"], rtol=0.05)
+
+
+def test_fitted_suboptimality_respects_its_floor(tmp_path):
+    """A suboptimality curve that flattens faster than the bound pulls an unconstrained fit's C below 0, so the
+    fitted curve would cross 0 (impossible for f − f*); the report holds C ≥ 0 and the curve stays ≥ 0."""
+    from sfbench.theory.fit import bound_terms, fit_bound
+
+    gam = 0.1 * np.ones(T)
+    s1, s2 = np.cumsum(gam), np.cumsum(gam ** 2)
+    bound = (1.0 + s2) / (2 * s1)
+    curve = np.maximum(0.8 * bound - 0.06, 1e-4)                           # hits ~0 before T
+    root = tmp_path / "floor"
+    write_run(root / "r", schedule="constant", lr=0.1, seed=0, curve=curve)
+    [r] = build_report(root, wandb=False)["runs"]
+    eval_steps = np.arange(EVAL_EVERY, T + 1, EVAL_EVERY)
+    a, b = bound_terms("C1", gam, np.ones(T), eval_steps)
+    free = fit_bound(curve[eval_steps - 1], a, b, D=D_TRUE)
+    assert free.C < 0 and np.nanmin(free.curve) < 0                       # what the floor prevents
+    assert r["fit"]["C"] >= 0
+    fitted = json.loads((root / "report" / "report.json").read_text())["runs"][0]["fit"]
+    assert fitted["C"] >= 0 and fitted["M"] > 0
+
+
+def test_spearman_interval():
+    from scipy.stats import rankdata
+
+    from sfbench.report.data import _resampled_ranks, spearman
+
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 6, size=25).astype(float)                    # many ties, then more from resampling
+    idx = rng.integers(0, 25, size=(300, 25))
+    assert np.array_equal(_resampled_ranks(values, idx), rankdata(values[idx], axis=-1))
+
+    x = np.arange(30.0)
+    perfect = spearman(x, x ** 2)
+    assert perfect["rho"] == 1.0 and perfect["ci"] == [1.0, 1.0] and perfect["n"] == 30
+    few = spearman([1, 2, 3, 4], [1, 2, 4, 3])
+    assert few["n"] == 4 and few["ci"][0] < 0.2 < few["rho"] <= few["ci"][1]   # four runs: the interval is wide
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(300), rng.standard_normal(300)
+    noise = spearman(a, b)
+    lo, hi = noise["ci"]
+    # independent samples: the interval covers 0 and has the width ±1.96/√(n−1) of Spearman's ρ under independence
+    assert lo < 0 < hi and hi - lo == pytest.approx(2 * 1.96 / math.sqrt(299), rel=0.25)
+    assert lo <= noise["rho"] <= hi
+    assert math.isnan(spearman([1, 2], [2, 1])["rho"])
 
 
 def test_report_does_not_import_training_code():
@@ -400,6 +553,98 @@ def test_wandb_offline_summary_run(tmp_path, wandb_offline, capsys):
         assert items[f"{table}._type"] == "table-file"
     assert items["report/runs.nrows"] == 6
     assert items["report/fitted_curves.nrows"] == 6 * (T // EVAL_EVERY)   # every run's fitted curve
+    # W&B line plots, not only PNGs: observed against fitted per run, and the lr sensitivity
+    config = {}
+    for r in records:
+        if r["type"] == "config":
+            config.update({u["key"] if "key" in u else k: u for k, u in r["config"].get("update", {}).items()})
+    charts = {k.removeprefix("_wandb.visualize."): v for k, v in config.items() if k.startswith("_wandb.visualize.")}
+    fits = {k for k in charts if k.startswith("report/fit/")}
+    assert len(fits) == 6 and "report/lr/logreg" in charts
+    for key in fits | {"report/lr/logreg"}:
+        assert charts[key]["panel_config"]["panelDefId"] == "wandb/lineseries/v0"
+        assert items[f"{key}_table._type"] == "table-file"
+    # each fit chart holds two lines (observed, fitted) of one point per evaluation
+    assert {items[f"{k}_table.nrows"] for k in fits} == {2 * (T // EVAL_EVERY)}
+
+
+def _select(filters: list[dict], config: dict, group: str) -> bool:
+    """Evaluate a W&B run-set filter (v2 format, equality only) on a run's nested config, as the W&B server would."""
+    for f in filters:
+        key, value = f["key"], f["value"]
+        assert f["op"] == "="
+        if key["section"] == "run":
+            assert key["name"] == "group"
+            have = group
+        else:
+            head, middle, *rest = key["name"].split(".")
+            assert middle == "value"                              # nested configs: <top>.value.<rest>
+            have = config.get(head)
+            for part in rest:
+                have = have.get(part) if isinstance(have, dict) else None
+        if have != value:
+            return False
+    return True
+
+
+def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypatch):
+    """--wandb-dashboard without an account writes the dashboard's spec: per method a run set that selects exactly
+    that method's runs (checked by evaluating its filters on the run configs), a line plot of the metric with
+    theory/bound, lr sensitivity; a prediction table with every method. --publish-dashboard saves it."""
+    import yaml
+
+    root = tmp_path / "dash"
+    lrs = (0.01, 0.03, 0.1)
+    for choice, extra in ONE_CLASS.items():
+        for lr in lrs:
+            write_run(root / f"{choice}-{lr}", schedule="constant", lr=lr, seed=0, opt=SF_ADAM, opt_choice=choice,
+                      opt_extra=extra, group="dashgroup", logger="sfbench.tracking.wandb_sink.WandbSink")
+    from sfbench.report.__main__ import main
+
+    assert main([str(root), "--wandb-dashboard", "--no-wandb"]) == 0
+    out = capsys.readouterr().out
+    spec_path = root / "report" / "wandb_dashboard.json"
+    assert f"wrote its spec to {spec_path}" in out
+    assert f"--publish-dashboard {spec_path} --wandb-entity YOUR_ENTITY" in out
+    data = json.loads(spec_path.read_text())
+    report = json.loads((root / "report" / "report.json").read_text())
+    assert data["group"] == "dashgroup" and data["project"] == "sfbench" and report["wandb_dashboard"]["mode"] == "offline"
+    blocks = data["spec"]["spec"]["blocks"]
+    grids = [b for b in blocks if b["type"] == "panel-grid"]
+    configs = {d.name: (yaml.safe_load((d / "config.yaml").read_text()), d.name) for d in root.iterdir()
+               if (d / "config.yaml").is_file()}
+    methods = {m["method"]: m for m in report["methods"]}
+    assert len(grids) == len(methods) == 3
+    for grid in grids:
+        [runset] = grid["metadata"]["runSets"]
+        selected = {name for name, (cfg, _) in configs.items()
+                    if _select(runset["filters"]["filters"], cfg, cfg["group"])}
+        method = runset["name"]
+        assert selected == {f"{method}-{lr}" for lr in lrs}               # exactly its runs: never pooled
+        panels = grid["metadata"]["panelBankSectionConfig"]["panels"]
+        lines = [p["config"] for p in panels if p["viewType"] == "Run History Line Plot"]
+        assert any(c["metrics"] == ["eval/subopt", "theory/bound"] and c["xAxis"] == "step" for c in lines)
+        [scatter] = [p["config"] for p in panels if p["viewType"] == "Scatter Plot"]
+        assert scatter["xAxis"] == "config:opt.value.lr" and scatter["yAxis"] == "summary:eval/subopt"
+    text = json.dumps([b for b in blocks if b["type"] not in ("panel-grid",)])
+    for b in report["prediction"]["best_lr"]:
+        assert f"| {b['method']} |" in text
+        if b["predicted"] is not None:
+            assert f"{b['predicted']:.3g}" in text
+    assert "none (adaptive step)" in text                                  # SF-Polyak: a cap, no prediction
+
+    # publishing: the spec is loaded back into a wandb_workspaces Report and saved under the given entity
+    import wandb_workspaces.reports.v2 as wr
+
+    saved = []
+    monkeypatch.setattr(wr.Report, "save", lambda self, **kw: saved.append(self) or self)
+    monkeypatch.setattr(wr.Report, "url", property(lambda self: f"https://wandb.example/{self.entity}/{self.project}"))
+    assert main(["--publish-dashboard", str(spec_path), "--wandb-entity", "me"]) == 0
+    assert "W&B dashboard saved: https://wandb.example/me/sfbench" in capsys.readouterr().out
+    [dash] = saved
+    grids = [b for b in dash.blocks if isinstance(b, wr.PanelGrid)]
+    assert len(grids) == 3 and all(g.runsets[0].entity == "me" and g.runsets[0].project == "sfbench" for g in grids)
+    assert main(["--publish-dashboard", str(tmp_path / "nope.json")]) == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .outcome import print_run, print_sweep, sweep_dir_of
 from .sweep import register_resolvers, sweep_dir, sweep_value
 from .validate import (EXIT_BAD_INPUT, GROUPS, check_group_choices, composition_error, config_dir, validate,
                        validate_sweep)
@@ -117,6 +118,8 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
     except RecordWriteError as err:     # a full disk: the summary says failed (when it could be written)
         print(f"sfbench: error: {err}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
+    if int(os.environ.get("RANK", "0")) == 0:    # the result, its status and where it is (outcome.py)
+        print_run(summary, run_dir)
     if summary and summary.get("status") == "preempted":
         if getattr(trainer, "stopped_at_once", False):       # a second Ctrl-C
             sys.exit(EXIT_INTERRUPTED)
@@ -156,7 +159,9 @@ def _check_same_config(run_dir: Path, resolved: dict) -> None:
     old = read_config(run_dir)      # whether or not a summary exists yet: the config is written first
     if not old:
         return
-    volatile = ("trainer.device", "trainer.log_every_s", "trainer.on_gap", "logger.", "choices.logger")
+    volatile = ("trainer.device", "trainer.log_every_s", "trainer.on_gap", "logger.", "choices.logger",
+                # the evaluation cadence is where the run is measured, not the run (its default changed from 200 to auto)
+                "trainer.eval_every", "trainer.eval_share")
     a = {k: v for k, v in flatten(old).items() if not k.startswith(volatile)}
     b = {k: v for k, v in flatten(resolved).items() if not k.startswith(volatile)}
     # a setting the old record lacks was added by a newer sfbench (e.g. trainer.theory): not a different run
@@ -211,3 +216,10 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = full_error
+    multirun = "-m" in argv or "--multirun" in argv
+    inspecting = any(a in ("-c", "-h", "-i", "--help", "--hydra-help") or a.startswith(("--cfg", "--info"))
+                     for a in argv)
+    if multirun and not inspecting:
+        where = sweep_dir_of(argv)
+        if where is not None and where.is_dir():
+            print_sweep(where)              # one table across the sweep's runs, and the report command

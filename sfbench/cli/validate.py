@@ -87,6 +87,7 @@ def _validate(cfg) -> dict[str, Any]:
     from ..tasks.base import ConfigError, check_number
     from ..train import TrainerConfig
     from ..train.resume import GAP_POLICIES
+    from ..train.cadence import check_eval_every
 
     for key in cfg:
         if key not in TOP_LEVEL:
@@ -105,8 +106,13 @@ def _validate(cfg) -> dict[str, Any]:
     check_number("seed", cfg.seed, 0, 2 ** 63 - 1, integer=True)
     t = cfg.trainer
     check_number("trainer.steps", t.steps, 1, integer=True)
-    for key in ("eval_every", "ckpt_every", "bn_recompute_batches"):
+    for key in ("ckpt_every", "bn_recompute_batches"):
         check_number(f"trainer.{key}", t[key], 0, integer=True)
+    try:
+        check_eval_every(t.eval_every)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    check_number("trainer.eval_share", t.eval_share, 0, 1, lo_open=True)
     check_number("trainer.log_every", t.log_every, 1, integer=True)
     check_number("trainer.theory_d_every", t.theory_d_every, 1, integer=True)
     if not isinstance(t.theory, bool):

@@ -1,6 +1,7 @@
 """sfbench.report — run or sweep directories → figures, report.html, report.json (and optionally one W&B run).
 
     python -m sfbench.report DIR [--out OUT] [--metric auto|eval/subopt|eval/loss|train/loss] [--wandb]
+                                 [--wandb-dashboard]
 
 or from Python: `build_report(DIR)`. Depends on sfbench.theory, sfbench.tracking and matplotlib only (DESIGN.md
 "Rooms"); what the page shows and how to read it: docs/report.md.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import time
 from pathlib import Path
 
 from . import data, figures, html
@@ -21,28 +23,40 @@ __all__ = ["ReportError", "analyze", "build_report", "load"]
 def _notes(report: dict, g_param: bool) -> list[str]:
     tol = report["profiles"]["tol"] if report["profiles"] else None
     notes = [
+        ("Methods: a method is the optimizer's config choice (opt=sf_schedulet, not its class) plus the settings "
+         "that differ between that choice's runs in this directory other than opt.lr and the seed (the schedule "
+         "when several were run, then sched.*, opt.*, trainer.* keys); a task is its config choice plus the task "
+         "settings that differ within it. Two choices are never pooled in a panel, line, table row or "
+         "correlation. Runs recorded without choices fall back to the class name."),
         ("Metric: " + ", ".join(f"{t}: {m}" for t, m in report["metric"].items())
          + ("" if report["metric_arg"] != "auto" else
             f" (--metric auto: the first of {', '.join(data.AUTO_METRICS)} that the task's runs log)") + "."),
         ("Observed final value: the last finite logged value of the metric; only completed runs enter the "
-        "correlations, the learning-rate plots' lines and the observed best lr. Diverged runs are shown (curves, × in "
-        "the lr plot) but never fitted."),
-        ("Fits [C4]: loss_T ≈ C + M·(D²·a_T + b_T) by sfbench.theory.fit.fit_bound (Huber loss, M ≥ 0, D ≥ 0; a "
-        "non-finite loss or a divergence ends the fitted curve). [C1] runs: a = 1/(2·S1), b = S2/(2·S1) from the "
-        "logged theory/S1, theory/S2; [C3] runs: a, b from the per-step lr and theory/grad_sq. D is held at the "
-        "task's exact D when the run's summary has it (theory.D_source = task) and fitted otherwise."
-        + (" G-param: the observed ‖g_t‖² replaced by G²·(t+1)^p, p fitted over [−2, 1]." if g_param else "")),
-        "Predicted final value (for Spearman ρ): the run's last logged theory/bound.",
+         "correlations, the learning-rate plots' lines and the observed best lr. Diverged runs are shown (curves, × in "
+         "the lr plot) but never fitted."),
+        ("Fits [C4]: loss_T ≈ C + M·(D²·a_T + b_T) by sfbench.theory.fit.fit_bound (Huber loss, M ≥ 0, D ≥ 0, C ≥ "
+         "the metric's floor: 0 for eval/subopt and squared norms, f* for eval/loss when the task knows it, 0 for a "
+         "series that is never negative; a non-finite loss or a divergence ends the fitted curve). The fitted series "
+         f"is the metric at its logged points, or — with fewer than {data.MIN_FIT_POINTS} of them — the training "
+         f"loss as the means of {data.SMOOTH_BINS} equal blocks of steps, each at its block's mean step. [C1] runs: "
+         "a = 1/(2·S1), b = S2/(2·S1) from the logged theory/S1, theory/S2; [C3] runs: a, b from the per-step lr "
+         "and theory/grad_sq. D is held at the task's exact D when the run's summary has it (theory.D_source = "
+         f"task) unless fitting it lowers the rmse by ≥ {1 - data.D_FREE_GAIN:.0%} (the Euclidean ‖x_0 − x*‖ is not "
+         "the D of a preconditioned or stochastic run's bound; the runs table notes it), and fitted otherwise."
+         + (" G-param: the observed ‖g_t‖² replaced by G²·(t+1)^p, p fitted over [−2, 1]." if g_param else "")),
+        ("Predicted final value (for Spearman ρ): the run's last logged theory/bound. The interval is a percentile "
+         f"bootstrap ({data.BOOTSTRAP} resamples of the runs with replacement, fixed seed)."),
         ("Predicted best base lr: [C2] γ* = D/(G·√(T·B)) for [C1] (schedule-free) runs; for [C3] (baseline) runs the "
-        "[C3] optimum √(t1/(t2+t3)) with the same constant G (the [C2] value is listed beside it). B = mean of h² "
-        "with h = logged lr / base lr (median over the schedule's runs; [C2]'s closed form if no lr was logged); "
-        "T = trainer.steps; D = summary theory.D, else task.D; G² = the mean logged theory/grad_sq over all steps of "
-        "the non-diverged runs of that (optimizer, schedule), all base lrs pooled."),
+         "[C3] optimum √(t1/(t2+t3)) with the same constant G (the [C2] value is listed beside it). B = mean of h² "
+         "with h = logged lr / base lr (median over the method's runs; [C2]'s closed form if no lr was logged); "
+         "T = trainer.steps; D = summary theory.D, else task.D; G² = the mean logged theory/grad_sq over all steps of "
+         "the method's non-diverged runs, all base lrs pooled. Methods whose opt.lr caps an adaptive step "
+         "(opt.lr_rule = polyak) get no prediction."),
         "Observed best base lr: the lr with the lowest final metric (mean over seeds) among completed runs.",
     ]
     if tol is not None:
         notes.append(f"Performance profiles: target per task = best final metric + {tol:g}·|best|; steps to target = "
-                     "first logged step at or below it; a method = (optimizer, schedule) at its best setting.")
+                     "first logged step at or below it; a method at its best setting.")
     return notes
 
 
@@ -61,19 +75,22 @@ def _warnings(runs) -> list[str]:
                    f"logged, not used in correlations or best-lr choices")
     failed_fits = [r.name for r in runs if r.fit is not None and not r.fit.ok]
     if failed_fits:
-        out.append(f"{len(failed_fits)} fit(s) had too few usable points (e.g. too few eval steps; see the runs "
-                   f"table)")
+        out.append(f"{len(failed_fits)} fit(s) failed (too few usable points, or M = 0: see the runs table's notes)")
     return out
 
 
 def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = None, g_param: bool = False,
-                 profile_tol: float = 0.05, wandb_mode: str | None = None) -> dict:
+                 profile_tol: float = 0.05, wandb_mode: str | None = None, dashboard: bool = False,
+                 wandb_entity: str | None = None, wandb_project: str | None = None) -> dict:
     """Write OUT/report.html, OUT/report.json and the PNGs for the run or sweep directory `path`.
 
     out: default `path`/report. metric: a logged key, or "auto". wandb: True → log to one W&B run; None → only when
-    the runs were logged with the W&B sink; False → never. Returns the report (what report.json holds).
+    the runs were logged with the W&B sink; False → never. dashboard: also build the W&B dashboard
+    (wandb_dashboard.py; saved online, its spec written to OUT offline). Returns the report (what report.json
+    holds).
     Raises ReportError for a missing/empty directory or a metric no run logs.
     """
+    started = time.perf_counter()
     root = Path(path)
     runs = load(root)
     out = Path(out) if out is not None else root / "report"
@@ -86,7 +103,7 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
     figs = []
     best = result["prediction"]["best_lr"]
     for task, label in sorted(tasks.items(), key=lambda kv: kv[1]):
-        made = (("curves", figures.curves(runs, task, out), f"{label}: loss curves"),
+        made = (("curves", figures.curves(runs, task, out), f"{label}: evaluated metric and training loss"),
                 ("fits", figures.fits(runs, task, out), f"{label}: fitted bounds"),
                 ("lr", figures.lr_sensitivity(runs, task, best, out), f"{label}: learning-rate sensitivity"))
         for kind, p, title in made:
@@ -112,6 +129,17 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
             message = " ".join(str(e).split())
             report["wandb"] = {"error": f"{type(e).__name__}: {message}"}
             report["warnings"].append(f"W&B logging failed ({type(e).__name__}: {message})")
+    report["wandb_dashboard"] = None
+    if dashboard:
+        from . import wandb_dashboard
+        try:
+            report["wandb_dashboard"] = wandb_dashboard.make(json_safe(report), runs, out, entity=wandb_entity,
+                                                             project=wandb_project, mode=wandb_mode)
+        except Exception as e:     # noqa: BLE001 — the report stands without the dashboard; the error is reported
+            message = " ".join(str(e).split())
+            report["wandb_dashboard"] = {"error": f"{type(e).__name__}: {message}"}
+            report["warnings"].append(f"W&B dashboard failed ({type(e).__name__}: {message})")
+    report["seconds"] = time.perf_counter() - started
     safe = json_safe(report)
     (out / "report.json").write_text(json.dumps(safe, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     html.write(safe, out)

@@ -21,24 +21,30 @@ from sfbench.theory import (
     schedule_integrals,
     sgd_last_iterate_bound,
 )
-from sfbench.theory.fit import BoundFit, bound_terms, fit_bound
+from sfbench.theory.fit import BoundFit, bound_terms, fit_bound, metric_floor
 from sfbench.tracking import find_runs, flatten, read_config, read_summary
+
+from .identity import choice, is_setting, label, lr_is_cap, method_items, short, task_items
 
 #: --metric auto: the first of these that the runs of a task log
 AUTO_METRICS = ("eval/subopt", "eval/loss", "train/loss")
 THEORY_C1 = ("theory/S1", "theory/S2")
 THEORY_C3 = ("lr", "theory/grad_sq")
-#: config keys that don't make two runs different methods (besides the seed itself)
-_NOT_A_SETTING = ("group", "trainer.device", "trainer.log_every_s")
-_NOT_A_SETTING_PREFIX = ("logger.", "paths.", "hydra.")
+#: fewer evaluated points than this: the [C4] fit uses the smoothed training loss instead (as the trainer's own fit)
+MIN_FIT_POINTS = 8
+#: the smoothed training loss: the mean over this many equal blocks of steps
+SMOOTH_BINS = 50
+#: the [C4] fit frees D (else held at the task's D) when that lowers its rmse below this share
+D_FREE_GAIN = 0.75
+#: bootstrap resamples for the rank-correlation intervals
+BOOTSTRAP = 2000
 
 
 class ReportError(Exception):
     """A problem with the input the user can fix (missing or empty directory, unknown metric): exit status 2."""
 
 
-def _short(target: Any) -> str:
-    return str(target).rsplit(".", 1)[-1] if target else "?"
+_short = short
 
 
 def _float(x, default=float("nan")) -> float:
@@ -47,10 +53,6 @@ def _float(x, default=float("nan")) -> float:
     except (TypeError, ValueError):
         return default
     return x
-
-
-def _is_seed_key(key: str) -> bool:
-    return key == "seed" or key.endswith(".seed")
 
 
 @dataclasses.dataclass
@@ -63,6 +65,12 @@ class Run:
     summary: dict
     metrics: pd.DataFrame            # one row per logged step, sorted by step
     notes: list[str] = dataclasses.field(default_factory=list)
+    logged_bound_kind: str | None = None   # the last theory/bound_kind string in metrics.jsonl, if any
+    # filled by identify()
+    task_id: str = ""
+    method_id: str = ""
+    method_key: list = dataclasses.field(default_factory=list)   # (config key, value): what selects the method
+    task_key: list = dataclasses.field(default_factory=list)
     # filled by analyze()
     metric: str | None = None
     final: float = float("nan")      # observed final metric
@@ -71,6 +79,7 @@ class Run:
     fit: BoundFit | None = None
     fit_steps: np.ndarray | None = None
     fit_observed: np.ndarray | None = None
+    fit_target: str | None = None    # what was fitted: the metric, or "train/loss (smoothed)"
 
     @property
     def status(self) -> str:
@@ -78,27 +87,44 @@ class Run:
 
     @property
     def task(self) -> str:
-        return str(self.config.get("task._target_") or "?")
+        """The task's identity (identity.py): its config name, plus task settings that vary within it."""
+        return self.task_id or choice(self.config, "task")
 
     @property
     def task_label(self) -> str:
-        return _short(self.task)
+        return self.task
+
+    @property
+    def task_class(self) -> str:
+        return _short(self.config.get("task._target_"))
 
     @property
     def optimizer(self) -> str:
+        """The optimizer's class (short name): shown for information, never used to group runs."""
         return _short(self.config.get("opt._target_"))
+
+    @property
+    def opt_choice(self) -> str:
+        return choice(self.config, "opt")
 
     @property
     def schedule(self) -> str:
         return str(self.config.get("sched.name") or "none")
 
     @property
-    def method(self) -> tuple[str, str]:
-        return self.optimizer, self.schedule
+    def method(self) -> str:
+        """The method's identity (identity.py): the optimizer's config choice plus the settings that vary within
+        it across the sweep, lr and seed aside."""
+        return self.method_id or self.opt_choice
 
     @property
     def lr(self) -> float:
         return _float(self.config.get("opt.lr"))
+
+    @property
+    def lr_role(self) -> str:
+        """"cap" when opt.lr caps an adaptive step (SF-Polyak), else "base lr"."""
+        return "cap" if lr_is_cap(self.config) else "base lr"
 
     @property
     def seed(self):
@@ -112,14 +138,24 @@ class Run:
     @property
     def setting(self) -> tuple:
         """The config without the seed: runs with equal settings are seeds of one another."""
-        return tuple(sorted((k, repr(v)) for k, v in self.config.items()
-                            if not _is_seed_key(k) and k not in _NOT_A_SETTING
-                            and not k.startswith(_NOT_A_SETTING_PREFIX)))
+        return tuple(sorted((k, repr(v)) for k, v in self.config.items() if is_setting(k)))
 
     @property
     def theory(self) -> dict:
         t = self.summary.get("theory")
         return t if isinstance(t, dict) else {}
+
+    @property
+    def bound_kind(self) -> str | None:
+        """What the logged bound is for this run, as the trainer says (`theory.bound_kind`: e.g. a theorem, an
+        expectation, a heuristic); None when the record does not say."""
+        kind = self.theory.get("bound_kind") or self.logged_bound_kind
+        return str(kind) if kind else None
+
+    @property
+    def f_star(self) -> float:
+        task = self.summary.get("task")
+        return _float(task.get("f_star")) if isinstance(task, dict) else float("nan")
 
     @property
     def D(self) -> tuple[float, str | None]:
@@ -133,6 +169,16 @@ class Run:
 
     def column(self, key: str) -> pd.Series:
         return self.metrics[key] if key in self.metrics.columns else pd.Series(np.nan, index=self.metrics.index)
+
+
+def identify(runs: list[Run]) -> None:
+    """Fill every run's task and method identity (identity.py) from the configs of all runs together."""
+    configs = [r.config for r in runs]
+    tasks = task_items(configs)
+    task_labels = [label(t) for t in tasks]
+    methods = method_items(configs, task_labels)
+    for r, t, tl, m in zip(runs, tasks, task_labels, methods):
+        r.task_key, r.task_id, r.method_key, r.method_id = t, tl, m, label(m)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -149,7 +195,11 @@ def load(path: str | Path) -> list[Run]:
     runs = []
     for d in dirs:
         rows, notes = _read_metrics(d / "metrics.jsonl")
+        bound_kind = next((r["theory/bound_kind"] for r in reversed(rows)
+                           if isinstance(r.get("theory/bound_kind"), str)), None)
         frame = pd.DataFrame(rows)
+        frame = frame.drop(columns=[c for c in frame.columns if frame[c].dtype == object
+                                    and frame[c].map(lambda v: isinstance(v, str)).any()])
         if "step" in frame.columns:
             frame = frame.sort_values("step", kind="stable").drop_duplicates("step", keep="last")
             frame = frame.reset_index(drop=True)
@@ -167,7 +217,9 @@ def load(path: str | Path) -> list[Run]:
         name = str(d.relative_to(root)) if d != root else d.name
         if not config:
             notes.append("no config.yaml: listed here, left out of the plots and comparisons")
-        runs.append(Run(path=d, name=name, config=config, summary=summary, metrics=frame, notes=notes))
+        runs.append(Run(path=d, name=name, config=config, summary=summary, metrics=frame, notes=notes,
+                        logged_bound_kind=bound_kind))
+    identify(runs)
     return runs
 
 
@@ -276,22 +328,64 @@ def observe(run: Run, metric: str) -> None:
                          "no bound fitted, no prediction")
 
 
+def smoothed_train(run: Run, bins: int = SMOOTH_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """The training loss as the means of `bins` equal blocks of its logged steps: (block's mean step, rounded;
+    block mean). Fewer logged steps than `bins`: the values themselves. Non-finite values end the series."""
+    if "train/loss" not in run.metrics.columns:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    steps = run.metrics["step"].to_numpy(dtype=np.float64)
+    y = run.metrics["train/loss"].to_numpy(dtype=np.float64)
+    have = ~np.isnan(y)
+    steps, y = steps[have], y[have]
+    bad = np.flatnonzero(~np.isfinite(y))
+    if bad.size:
+        steps, y = steps[: bad[0]], y[: bad[0]]
+    if len(y) <= bins:
+        return steps.astype(np.int64), y
+    starts = np.unique(np.linspace(0, len(y), bins + 1).round().astype(np.int64)[:-1])
+    counts = np.diff(np.append(starts, len(y)))
+    mean_y = np.add.reduceat(y, starts) / counts
+    mean_step = np.round(np.add.reduceat(steps, starts) / counts).astype(np.int64)
+    return mean_step, mean_y
+
+
+def fit_series(run: Run) -> tuple[np.ndarray, np.ndarray, str]:
+    """(steps, values, name) the [C4] fit uses: the run's metric at its logged points, or — when the metric has
+    fewer than MIN_FIT_POINTS of them (few evaluations) and the run logs more training losses — the smoothed
+    training loss (`smoothed_train`)."""
+    rows = run.metrics[run.metrics[run.metric].notna()] if run.metric in run.metrics.columns else run.metrics[:0]
+    steps = rows["step"].to_numpy(dtype=np.int64)
+    y = rows[run.metric].to_numpy(dtype=np.float64) if len(rows) else np.zeros(0)
+    if len(steps) >= MIN_FIT_POINTS or run.metric == "train/loss":
+        if run.metric == "train/loss" and len(steps) > SMOOTH_BINS:
+            s, v = smoothed_train(run)
+            return s, v, "train/loss (smoothed)"
+        return steps, y, run.metric
+    s, v = smoothed_train(run)
+    if len(s) > len(steps):
+        return s, v, "train/loss (smoothed)"
+    return steps, y, run.metric
+
+
 def fit_run(run: Run, *, g_param: bool = False) -> None:
-    """The [C4] fit of the run's metric against its bound terms; diverged runs and runs without theory are skipped."""
+    """The [C4] fit of the run's metric (or its smoothed training loss, see `fit_series`) against its bound terms,
+    with C held at or above the metric's floor; diverged runs and runs without theory are skipped."""
     if run.status == "diverged":
         run.notes.append("diverged: shown, not fitted")
         return
-    if run.kind is None or run.metric not in run.metrics.columns:
+    if run.kind is None or run.metric is None:
         return
-    rows = run.metrics[run.metrics[run.metric].notna()]
-    steps = rows["step"].to_numpy(dtype=np.int64)
-    y = rows[run.metric].to_numpy(dtype=np.float64)
+    steps, y, target = fit_series(run)
     if len(steps) == 0:
         return
+    if target != run.metric:
+        n_eval = int(run.column(run.metric).notna().sum())
+        run.notes.append(f"{n_eval} evaluation(s) of {run.metric}: fitted on the smoothed training loss")
     lrs = _per_step(run, "lr")
     if run.kind == "C1":
-        s1 = rows["theory/S1"].to_numpy(dtype=np.float64)
-        s2 = rows["theory/S2"].to_numpy(dtype=np.float64)
+        s1, s2 = _per_step(run, "theory/S1"), _per_step(run, "theory/S2")
+        s1 = s1[steps - 1] if s1 is not None else np.full(len(steps), np.nan)
+        s2 = s2[steps - 1] if s2 is not None else np.full(len(steps), np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             a = np.where(s1 > 0, 1.0 / (2 * s1), np.nan)
             b = np.where(s1 > 0, s2 / (2 * s1), np.nan)
@@ -309,8 +403,18 @@ def fit_run(run: Run, *, g_param: bool = False) -> None:
             run.notes.append("G-param fit needs the per-step lr column; fitted with the observed gradients")
         else:
             kwargs = {"G_param": True, "lrs": lrs, "kind": run.kind, "horizons": steps}
-    run.fit = fit_bound(y, a, b, D=D_fixed, **kwargs)
-    run.fit_steps, run.fit_observed = steps, y
+    floor = metric_floor(run.metric if target == run.metric else "train/loss", y, run.f_star)
+    run.fit = fit_bound(y, a, b, D=D_fixed, C_min=floor, **kwargs)
+    if D_fixed is not None and run.fit.ok:
+        # the task's D is the Euclidean ‖x_0 − x*‖; a preconditioned (Adam-base) or stochastic run's bound may need
+        # another: free D when that fits markedly better (rmse ≥ 25 % lower), and say so
+        free = fit_bound(y, a, b, D=None, C_min=floor, **kwargs)
+        tol = 1e-12 * float(np.nanmax(np.abs(y))) if len(y) else 0.0
+        if free.ok and free.M > 0 and free.rmse < D_FREE_GAIN * run.fit.rmse - tol:
+            run.notes.append(f"D fitted ({free.D:.3g}): the task's D = {D_fixed:.3g} fits worse (rmse "
+                             f"{run.fit.rmse:.3g} vs {free.rmse:.3g})")
+            run.fit = free
+    run.fit_steps, run.fit_observed, run.fit_target = steps, y, target
     if not run.fit.ok:
         run.notes.append(f"fit: {run.fit.message or run.fit.method}")
 
@@ -323,39 +427,67 @@ def _comparable(run: Run) -> bool:
     return run.status == "completed" and math.isfinite(run.final)
 
 
-def _spearman(pred, obs) -> tuple[float, float, int]:
+def _resampled_ranks(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share the mean rank, as scipy's rankdata) of `values[idx]` within each row of `idx`,
+    by counting per row how many values are below each one — O(rows·(n + distinct values)), no per-row sort."""
+    uniq, code = np.unique(values, return_inverse=True)
+    k, (b, n) = len(uniq), idx.shape
+    codes = code[idx]
+    counts = np.bincount((codes + k * np.arange(b)[:, None]).ravel(), minlength=b * k).reshape(b, k)
+    below = np.cumsum(counts, axis=1) - counts
+    rows = np.arange(b)[:, None]
+    return below[rows, codes] + (counts[rows, codes] + 1) / 2.0
+
+
+def spearman(pred, obs, *, n_boot: int = BOOTSTRAP, level: float = 0.95, seed: int = 0) -> dict:
+    """Spearman ρ of paired values with n, scipy's p-value and a percentile bootstrap interval (pairs resampled
+    with replacement, `n_boot` times; resamples whose ranks are constant are skipped). Fewer than 3 finite pairs, or
+    constant values: NaNs."""
     from scipy.stats import spearmanr
 
     pred, obs = np.asarray(pred, dtype=np.float64), np.asarray(obs, dtype=np.float64)
     ok = np.isfinite(pred) & np.isfinite(obs)
+    pred, obs = pred[ok], obs[ok]
     n = int(ok.sum())
-    if n < 3 or np.ptp(pred[ok]) == 0 or np.ptp(obs[ok]) == 0:
-        return float("nan"), float("nan"), n
+    nan = float("nan")
+    out = {"rho": nan, "pvalue": nan, "n": n, "ci": [nan, nan], "ci_level": level}
+    if n < 3 or np.ptp(pred) == 0 or np.ptp(obs) == 0:
+        return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = spearmanr(pred[ok], obs[ok])
-    return float(res.statistic), float(res.pvalue), n
+        res = spearmanr(pred, obs)
+    out.update(rho=float(res.statistic), pvalue=float(res.pvalue))
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    rp, ro = _resampled_ranks(pred, idx), _resampled_ranks(obs, idx)
+    rp -= rp.mean(axis=1, keepdims=True)
+    ro -= ro.mean(axis=1, keepdims=True)
+    den = np.sqrt((rp * rp).sum(axis=1) * (ro * ro).sum(axis=1))
+    good = den > 0
+    if good.sum() >= 10:
+        rhos = np.clip((rp * ro).sum(axis=1)[good] / den[good], -1.0, 1.0)
+        alpha = (1 - level) / 2
+        out["ci"] = [float(np.quantile(rhos, alpha)), float(np.quantile(rhos, 1 - alpha))]
+    return out
 
 
 def correlations(runs: list[Run]) -> list[dict]:
-    """Spearman ρ of (predicted final bound, observed final metric): per task over all its runs, and per
-    (task, optimizer, schedule)."""
+    """Spearman ρ of (predicted final bound, observed final metric), with n and a bootstrap interval: per task over
+    all its completed runs, and per (task, method)."""
     out = []
     by_task: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         if _comparable(run):
             by_task[run.task].append(run)
     for task, members in sorted(by_task.items()):
-        rho, p, n = _spearman([r.predicted for r in members], [r.final for r in members])
-        out.append({"task": _short(task), "scope": "overall", "optimizer": None, "schedule": None,
-                    "rho": rho, "pvalue": p, "n": n})
-        by_method: dict[tuple, list[Run]] = defaultdict(list)
+        out.append({"task": task, "scope": "overall", "method": None, "optimizer": None, "schedule": None,
+                    **spearman([r.predicted for r in members], [r.final for r in members])})
+        by_method: dict[str, list[Run]] = defaultdict(list)
         for r in members:
             by_method[r.method].append(r)
-        for (opt, sched), group in sorted(by_method.items()):
-            rho, p, n = _spearman([r.predicted for r in group], [r.final for r in group])
-            out.append({"task": _short(task), "scope": "schedule", "optimizer": opt, "schedule": sched,
-                        "rho": rho, "pvalue": p, "n": n})
+        for method, group in sorted(by_method.items()):
+            out.append({"task": task, "scope": "method", "method": method, "optimizer": group[0].optimizer,
+                         "schedule": group[0].schedule,
+                         **spearman([r.predicted for r in group], [r.final for r in group])})
     return out
 
 
@@ -381,14 +513,16 @@ def _schedule_B(group: list[Run]) -> tuple[float, np.ndarray | None, str]:
 
 
 def best_lrs(runs: list[Run]) -> list[dict]:
-    """Per (task, optimizer, schedule): the predicted best base lr and the observed one (lowest mean final metric
-    over seeds among the completed runs)."""
+    """Per (task, method): the predicted best base lr and the observed one (lowest mean final metric over seeds
+    among the completed runs). Methods whose opt.lr caps an adaptive step (SF-Polyak) get the observed best cap and
+    no prediction: [C2]/[C3] predict a base step size for a schedule, not a cap."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(run.task, *run.method)].append(run)
+        groups[(run.task, run.method)].append(run)
     out = []
-    for (task, opt, sched), group in sorted(groups.items()):
+    for (task, method), group in sorted(groups.items()):
         healthy = [r for r in group if r.status != "diverged"]
+        role = group[0].lr_role
         g2 = [r.column("theory/grad_sq").dropna().to_numpy(dtype=np.float64) for r in healthy]
         g2 = np.concatenate(g2) if g2 else np.zeros(0)
         g2 = g2[np.isfinite(g2)]
@@ -397,9 +531,21 @@ def best_lrs(runs: list[Run]) -> list[dict]:
         D = float(np.median(Ds)) if Ds else float("nan")
         Ts = [r.horizon for r in group if r.horizon]
         T = int(np.median(Ts)) if Ts else None
-        B, h, B_source = _schedule_B(healthy or group)
         kinds = {r.kind for r in group if r.kind}
         kind = kinds.pop() if len(kinds) == 1 else None
+        by_lr: dict[float, list[float]] = defaultdict(list)
+        for r in group:
+            if _comparable(r):
+                by_lr[r.lr].append(r.final)
+        observed = min(by_lr, key=lambda lr: float(np.mean(by_lr[lr]))) if by_lr else float("nan")
+        row = {"task": task, "method": method, "optimizer": group[0].optimizer, "schedule": group[0].schedule,
+               "lr_role": role, "bound": kind, "observed": observed, "D": D, "G2": G2, "T": T, "n_lrs": len(by_lr)}
+        if role == "cap":
+            out.append({**row, "rule": None, "predicted": float("nan"), "predicted_C2": float("nan"),
+                        "ratio": float("nan"), "B": float("nan"), "B_source": None,
+                        "note": "opt.lr is the cap of an adaptive step: no best-lr prediction"})
+            continue
+        B, h, B_source = _schedule_B(healthy or group)
         pred_c2 = (D / (math.sqrt(G2) * math.sqrt(T * B))
                    if T and G2 > 0 and B > 0 and math.isfinite(D) else float("nan"))
         pred, rule = pred_c2, "C2"
@@ -408,15 +554,9 @@ def best_lrs(runs: list[Run]) -> list[dict]:
             t1 = D ** 2 / (2 * h.sum())
             t23 = sgd_last_iterate_bound(h, np.full(len(h), G2), 0.0)
             pred, rule = (math.sqrt(t1 / t23), "C3") if t23 > 0 else (float("nan"), "C3")
-        by_lr: dict[float, list[float]] = defaultdict(list)
-        for r in group:
-            if _comparable(r):
-                by_lr[r.lr].append(r.final)
-        observed = min(by_lr, key=lambda lr: float(np.mean(by_lr[lr]))) if by_lr else float("nan")
-        out.append({"task": _short(task), "optimizer": opt, "schedule": sched, "bound": kind, "rule": rule,
-                    "predicted": pred, "predicted_C2": pred_c2, "observed": observed,
+        out.append({**row, "rule": rule, "predicted": pred, "predicted_C2": pred_c2,
                     "ratio": pred / observed if observed and math.isfinite(observed) else float("nan"),
-                    "D": D, "G2": G2, "B": B, "B_source": B_source, "T": T, "n_lrs": len(by_lr)})
+                    "B": B, "B_source": B_source, "note": None})
     return out
 
 
@@ -429,9 +569,9 @@ def steps_to_target(run: Run, target: float) -> float:
 def profiles(runs: list[Run], tol: float = 0.05) -> dict | None:
     """AlgoPerf-style performance profiles over tasks, or None with fewer than two tasks.
 
-    Per task the target is best + tol·|best| (best: the lowest final metric of any run); a method's (optimizer,
-    schedule) steps-to-target on a task is the fewest over its settings (its tuned lr), each setting's the median
-    over seeds; ratio = steps / fastest method's steps (∞ when never reached); ρ_m(τ) = share of tasks with ratio ≤ τ.
+    Per task the target is best + tol·|best| (best: the lowest final metric of any run); a method's steps-to-target
+    on a task is the fewest over its settings (its tuned lr), each setting's the median over seeds; ratio = steps /
+    fastest method's steps (∞ when never reached); ρ_m(τ) = share of tasks with ratio ≤ τ.
     """
     tasks = sorted({r.task for r in runs})
     if len(tasks) < 2:
@@ -442,13 +582,13 @@ def profiles(runs: list[Run], tol: float = 0.05) -> dict | None:
         members = [r for r in runs if r.task == task]
         finals = [r.final for r in members if math.isfinite(r.final)]
         if not finals:
-            targets[_short(task)] = float("nan")
+            targets[task] = float("nan")
             for m in methods:
                 steps[m][task] = float("inf")
             continue
         best = min(finals)
         target = best + tol * abs(best)
-        targets[_short(task)] = target
+        targets[task] = target
         for m in methods:
             settings: dict[tuple, list[float]] = defaultdict(list)
             for r in members:
@@ -466,11 +606,8 @@ def profiles(runs: list[Run], tol: float = 0.05) -> dict | None:
     tau_max = max(2.0, 1.5 * max(finite, default=1.0))
     tau = np.unique(np.concatenate([np.geomspace(1.0, tau_max, 200), finite]))
     rho = {m: [float(np.mean([ratios[m][t] <= x for t in tasks])) for x in tau] for m in methods}
-    label = {m: f"{m[0]}/{m[1]}" for m in methods}
-    return {"tol": tol, "tasks": [_short(t) for t in tasks], "targets": targets,
-            "steps": {label[m]: {_short(t): steps[m][t] for t in tasks} for m in methods},
-            "ratios": {label[m]: {_short(t): ratios[m][t] for t in tasks} for m in methods},
-            "tau": tau.tolist(), "rho": {label[m]: rho[m] for m in methods}}
+    return {"tol": tol, "tasks": tasks, "targets": targets, "steps": steps, "ratios": ratios,
+            "tau": tau.tolist(), "rho": rho}
 
 
 def analyze(runs: list[Run], metric: str = "auto", *, g_param: bool = False, profile_tol: float = 0.05) -> dict:
@@ -479,6 +616,8 @@ def analyze(runs: list[Run], metric: str = "auto", *, g_param: bool = False, pro
     runs = comparable_runs(every)
     if not runs:
         raise ReportError("none of the runs has a config.yaml; nothing to compare")
+    if not all(r.method_id for r in every):
+        identify(every)
     metrics = resolve_metric(runs, metric)
     for run in runs:
         observe(run, metrics[run.task])
@@ -487,13 +626,34 @@ def analyze(runs: list[Run], metric: str = "auto", *, g_param: bool = False, pro
     for run in every:
         statuses[run.status] += 1
     return {
-        "metric": {_short(t): m for t, m in metrics.items()},
+        "metric": dict(metrics),
         "n_runs": len(every),
         "statuses": dict(statuses),
+        "methods": methods_table(runs),
         "runs": [run_record(r) for r in every],
         "prediction": {"correlations": correlations(runs), "best_lr": best_lrs(runs)},
         "profiles": profiles(runs, profile_tol),
     }
+
+
+def methods_table(runs: list[Run]) -> list[dict]:
+    """One row per (task, method): what it is (choice, class, schedule, what opt.lr means) and how its runs fared."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[(r.task, r.method)].append(r)
+    out = []
+    for (task, method), group in sorted(groups.items()):
+        fits = [r for r in group if r.fit is not None]
+        kinds = sorted({k for k in (r.bound_kind for r in group) if k})
+        out.append({"task": task, "method": method, "choice": group[0].opt_choice, "optimizer": group[0].optimizer,
+                    "schedules": sorted({r.schedule for r in group}), "lr_role": group[0].lr_role,
+                    "lrs": sorted({r.lr for r in group if math.isfinite(r.lr)}), "runs": len(group),
+                    "fitted": sum(1 for r in fits if r.fit.ok), "bound": next((r.kind for r in group if r.kind), None),
+                    "bound_kind": ", ".join(kinds) or None,
+                    # the config (key, value) pairs that select this method's runs: its task's, then its own
+                    "select": [[k, v] for k, v in group[0].task_key + group[0].method_key],
+                    "metric": group[0].metric})
+    return out
 
 
 def comparable_runs(runs: list[Run]) -> list[Run]:
@@ -503,11 +663,13 @@ def comparable_runs(runs: list[Run]) -> list[Run]:
 
 def run_record(run: Run) -> dict:
     D, source = run.D
-    return {"run": run.name, "task": run.task_label, "optimizer": run.optimizer, "schedule": run.schedule,
-            "lr": run.lr, "seed": run.seed, "status": run.status,
-            "steps_done": run.summary.get("steps_done"), "steps": run.horizon, "metric": run.metric,
-            "final": run.final, "predicted": run.predicted, "bound": run.kind, "D": D, "D_source": source,
-            "fit": run.fit.to_dict() if run.fit is not None else None, "notes": list(run.notes)}
+    return {"run": run.name, "task": run.task, "method": run.method, "choice": run.opt_choice,
+            "optimizer": run.optimizer, "schedule": run.schedule, "lr": run.lr, "lr_role": run.lr_role,
+            "seed": run.seed, "status": run.status, "steps_done": run.summary.get("steps_done"),
+            "steps": run.horizon, "metric": run.metric, "final": run.final, "predicted": run.predicted,
+            "bound": run.kind, "bound_kind": run.bound_kind, "D": D, "D_source": source,
+            "fit_target": run.fit_target, "fit": run.fit.to_dict() if run.fit is not None else None,
+            "notes": list(run.notes)}
 
 
 def json_safe(obj: Any) -> Any:

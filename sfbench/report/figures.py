@@ -1,11 +1,15 @@
 """The report's figures (PNG). matplotlib through `matplotlib.figure.Figure`, not pyplot: no global state and no
 backend switch in the caller's process; PNGs are rendered by Agg whatever the default backend is.
+
+One panel per method (identity.py: the optimizer's config choice plus what varies within it), never per optimizer
+class; titles are wrapped to their panel's width so nothing is clipped.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,17 +17,26 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import blended_transform_factory
 
-from .data import Run
+from .data import Run, smoothed_train
 
 DPI = 100
-_SCHEDULE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
-                    "tab:olive", "tab:cyan", "tab:gray")
+PANEL_W, PANEL_H = 4.6, 3.6
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+          "tab:cyan", "tab:gray")
+_SCHEDULE_COLORS = COLORS       # kept for callers of the old name
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def wrap(text: str, width_in: float, fontsize: float) -> str:
+    """`text` broken into lines that fit `width_in` inches at `fontsize` points (≈ 0.6 em per character)."""
+    chars = max(12, int(width_in * 72 / (0.6 * fontsize)))
+    return "\n".join(textwrap.wrap(text, chars, break_long_words=True, break_on_hyphens=False)) or text
 
 
 def _lr_colors(lrs) -> dict:
@@ -36,11 +49,11 @@ def _lr_colors(lrs) -> dict:
     return {lr: cols[i] for i, lr in enumerate(values)}
 
 
-def _grid(n: int, width: float = 4.4, height: float = 3.4, ncols_max: int = 3):
+def _grid(n: int, width: float = PANEL_W, height: float = PANEL_H, ncols_max: int = 3, sharey: bool = False):
     ncols = min(ncols_max, max(n, 1))
     nrows = math.ceil(max(n, 1) / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows + 0.6), dpi=DPI, layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig = Figure(figsize=(width * ncols, height * nrows + 0.8), dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
@@ -52,31 +65,12 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _setting_labels(groups: dict[tuple, list[Run]]) -> dict[tuple, str]:
-    """Label each seed group by the config keys that vary across the groups of one panel (usually opt.lr)."""
-    keys = set()
-    dicts = {s: dict(s) for s in groups}
-    all_keys = set().union(*(d.keys() for d in dicts.values())) if dicts else set()
-    for k in all_keys:
-        if len({d.get(k) for d in dicts.values()}) > 1:
-            keys.add(k)
-    keys = sorted(keys, key=lambda k: (k != "opt.lr", k))
-    out = {}
-    for s, runs in groups.items():
-        if not keys:
-            out[s] = f"lr={_fmt(runs[0].lr)}"
-        else:
-            out[s] = ", ".join(("lr" if k == "opt.lr" else k.split(".")[-1]) + "=" + _fmt(_value(runs[0], k))
-                               for k in keys[:3])
-    return out
+def _lr_name(run: Run) -> str:
+    return "cap" if run.lr_role == "cap" else "lr"
 
 
-def _value(run: Run, key: str):
-    return run.config.get(key)
-
-
-def _by_task_method(runs: list[Run]) -> dict[str, dict[tuple, list[Run]]]:
-    out: dict[str, dict[tuple, list[Run]]] = defaultdict(lambda: defaultdict(list))
+def _by_task_method(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
+    out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
         out[r.task][r.method].append(r)
     return out
@@ -93,64 +87,107 @@ def _series(run: Run, key: str) -> pd.Series:
     return s[np.isfinite(s.to_numpy())]
 
 
+def _title(ax, method: str, members: list[Run], extra: str = "") -> None:
+    """The method (wrapped to the panel) and, smaller, what it is: class · schedule(s)."""
+    scheds = sorted({r.schedule for r in members})
+    what = f"{members[0].optimizer} · {', '.join(scheds)}" + (f" · {extra}" if extra else "")
+    ax.set_title(wrap(method, PANEL_W - 0.3, 10) + "\n" + wrap(what, PANEL_W - 0.3, 8), fontsize=9.5)
+
+
+def _suptitle(fig: Figure, text: str, ncols: int, width: float = PANEL_W) -> None:
+    fig.suptitle(wrap(text, width * ncols - 0.4, 11), fontsize=11)
+
+
 def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=DPI, facecolor="white")
 
 
+def _label(runs: list[Run], task: str) -> str:
+    return task
+
+
 # ---------------------------------------------------------------------------------------------------------------------
+def train_overlay(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The smoothed training loss in the metric's units, or None where it is a different quantity: the loss itself
+    next to eval/loss, minus the task's f* next to eval/subopt (f − f*)."""
+    if metric not in ("eval/loss", "eval/subopt"):
+        return None
+    steps, values = smoothed_train(run)
+    if not len(steps):
+        return None
+    if metric == "eval/subopt":
+        if not math.isfinite(run.f_star):
+            return None
+        return steps, values - run.f_star, "train/loss − f*, smoothed"
+    return steps, values, "train/loss, smoothed"
+
+
 def curves(runs: list[Run], task: str, out: Path) -> Path | None:
-    """Observed metric per (optimizer, schedule): mean over seeds, min–max band."""
+    """Per method: the evaluated metric at x (mean over seeds, min–max band) and the smoothed training loss."""
     methods = _by_task_method(runs)[task]
     if not methods:
         return None
     metric = next(r.metric for ms in methods.values() for r in ms)
     colors = _lr_colors(r.lr for ms in methods.values() for r in ms)
     fig, axes = _grid(len(methods))
-    all_values = []
+    all_values, positive_only = [], []
+    any_train = False
     for ax, (method, members) in zip(axes, sorted(methods.items())):
         groups: dict[tuple, list[Run]] = defaultdict(list)
         for r in members:
             groups[r.setting].append(r)
-        labels = _setting_labels(groups)
-        plotted = False
-        for setting, group in sorted(groups.items(), key=lambda kv: (kv[1][0].lr, labels[kv[0]])):
-            frame = pd.concat([_series(r, metric) for r in group], axis=1)
-            if frame.empty:
-                continue
-            frame = frame.sort_index()
-            mean, lo, hi = frame.mean(axis=1), frame.min(axis=1), frame.max(axis=1)
-            diverged = any(r.status == "diverged" for r in group)
+        handles, plotted = [], False
+        for setting, group in sorted(groups.items(), key=lambda kv: kv[1][0].lr):
             color = colors.get(group[0].lr, "black")
-            label = labels[setting] + (" (diverged)" if diverged else "") + (f" ×{len(group)} seeds"
-                                                                            if len(group) > 1 else "")
-            ax.plot(mean.index, mean.to_numpy(), color=color, lw=1.6, ls=":" if diverged else "-", label=label)
-            if len(group) > 1:
-                ax.fill_between(mean.index, lo.to_numpy(), hi.to_numpy(), color=color, alpha=0.2, lw=0)
-            all_values.extend(frame.to_numpy().ravel().tolist())
-            plotted = True
-        ax.set_title(f"{method[0]} · {method[1]}")
+            frame = pd.concat([_series(r, metric) for r in group], axis=1).sort_index()
+            diverged = any(r.status == "diverged" for r in group)
+            name = f"{_lr_name(group[0])}={_fmt(group[0].lr)}" + (" (diverged)" if diverged else "") + \
+                (f" ×{len(group)} seeds" if len(group) > 1 else "")
+            if not frame.empty:
+                mean = frame.mean(axis=1)
+                few = len(mean) <= 15
+                ax.plot(mean.index, mean.to_numpy(), color=color, lw=1.7, ls=":" if diverged else "-",
+                        marker="o" if few else None, ms=3)
+                if len(group) > 1:
+                    ax.fill_between(mean.index, frame.min(axis=1).to_numpy(), frame.max(axis=1).to_numpy(),
+                                    color=color, alpha=0.2, lw=0)
+                all_values.extend(frame.to_numpy().ravel().tolist())
+                plotted = True
+            for r in group:
+                tr = train_overlay(r, metric)
+                if tr is not None:
+                    s, v, _ = tr
+                    keep = v > 0 if metric == "eval/subopt" else np.isfinite(v)
+                    ax.plot(s[keep], v[keep], color=color, lw=0.9, ls="--", alpha=0.5)
+                    positive_only.extend(v[keep].tolist())
+                    any_train = True
+            handles.append(Line2D([], [], color=color, lw=2, label=name))
+        _title(ax, method, members)
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        if plotted:
-            ax.legend(fontsize=7, title="base lr", title_fontsize=7)
-        else:
+        if handles:
+            style = [Line2D([], [], color="gray", lw=1.7, label=f"{metric} at x")]
+            if any_train:
+                tr_name = "train/loss − f* (smoothed)" if metric == "eval/subopt" else "train/loss (smoothed)"
+                style.append(Line2D([], [], color="gray", lw=1.0, ls="--", label=tr_name))
+            ax.legend(handles=handles + style, fontsize=7)
+        if not plotted:
             ax.text(0.5, 0.5, f"no {metric} logged", ha="center", va="center", transform=ax.transAxes)
-    if _positive(all_values):
+    if _positive(all_values + positive_only):
         for ax in axes:
             ax.set_yscale("log")
-    fig.suptitle(f"{_label(runs, task)}: {metric} — mean over seeds, band = min–max")
-    path = out / f"curves_{slug(_label(runs, task))}.png"
+            _plain_log_y(ax)
+    ncols = min(3, len(methods))
+    _suptitle(fig, f"{task}: {metric} evaluated at x (solid; mean over seeds, band = min–max)"
+                   + (" and the smoothed training loss (dashed)" if any_train else ""), ncols)
+    path = out / f"curves_{slug(task)}.png"
     _save(fig, path)
     return path
 
 
-def _label(runs: list[Run], task: str) -> str:
-    return next(r.task_label for r in runs if r.task == task)
-
-
 def fits(runs: list[Run], task: str, out: Path) -> Path | None:
-    """Each run's observed metric (solid) and its fitted [C4] bound (dashed), per (optimizer, schedule)."""
+    """Each run's fitted series (solid) and its fitted [C4] bound (dashed), one panel per method."""
     methods = _by_task_method(runs)[task]
     if not any(r.fit is not None and r.fit.ok for ms in methods.values() for r in ms):
         return None                                   # nothing fitted: the page says why instead of empty axes
@@ -159,109 +196,147 @@ def fits(runs: list[Run], task: str, out: Path) -> Path | None:
     fig, axes = _grid(len(methods))
     all_values = []
     for ax, (method, members) in zip(axes, sorted(methods.items())):
-        handles, seen = [], set()
+        handles, seen, targets = [], set(), set()
         fitted = 0
         for r in sorted(members, key=lambda r: (r.lr, str(r.seed))):
             if r.fit is None or not r.fit.ok or r.fit_steps is None:
                 continue
             color = colors.get(r.lr, "black")
-            ax.plot(r.fit_steps, r.fit_observed, color=color, lw=1.2, alpha=0.8)
+            few = len(r.fit_steps) <= 15
+            ax.plot(r.fit_steps, r.fit_observed, color=color, lw=1.2, alpha=0.85, marker="o" if few else None, ms=3)
             ax.plot(r.fit_steps, r.fit.curve, color=color, lw=1.6, ls="--")
-            all_values.extend(np.asarray(r.fit_observed).tolist())
+            all_values.extend(np.asarray(r.fit_observed).tolist() + np.asarray(r.fit.curve).tolist())
+            targets.add(r.fit_target or metric)
             fitted += 1
             if r.lr not in seen:
                 seen.add(r.lr)
-                handles.append(Line2D([], [], color=color, lw=2, label=f"lr={_fmt(r.lr)}"))
+                handles.append(Line2D([], [], color=color, lw=2, label=f"{_lr_name(r)}={_fmt(r.lr)}"))
         skipped = len(members) - fitted
-        ax.set_title(f"{method[0]} · {method[1]}" + (f"  ({skipped} not fitted)" if skipped else ""))
+        _title(ax, method, members, f"{skipped} of {len(members)} not fitted" if skipped else "")
         ax.set_xlabel("step")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(wrap(" / ".join(sorted(targets)) or metric, PANEL_H, 9), fontsize=9)
         ax.grid(alpha=0.3)
         if fitted:
             handles += [Line2D([], [], color="gray", lw=1.2, label="observed"),
-                        Line2D([], [], color="gray", lw=1.6, ls="--", label="fitted bound")]
+                        Line2D([], [], color="gray", lw=1.6, ls="--", label="fitted C + M·bound")]
             ax.legend(handles=handles, fontsize=7)
         else:
             reasons = {("no theory columns" if r.kind is None else "diverged" if r.status == "diverged"
                         else "fit failed") for r in members}
-            ax.text(0.5, 0.5, "no fit: " + ", ".join(sorted(reasons)), ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(0.5, 0.5, wrap("no fit: " + ", ".join(sorted(reasons)), PANEL_W - 0.6, 9), ha="center",
+                    va="center", transform=ax.transAxes, fontsize=9)
     if _positive(all_values):
         for ax in axes:
             ax.set_yscale("log")
-    fig.suptitle(f"{_label(runs, task)}: observed {metric} (solid) and fitted bound C + M·bound (dashed)")
-    path = out / f"fits_{slug(_label(runs, task))}.png"
+            _plain_log_y(ax)
+    _suptitle(fig, f"{task}: observed (solid) and the fitted bound C + M·bound [C4] (dashed)", min(3, len(methods)))
+    path = out / f"fits_{slug(task)}.png"
     _save(fig, path)
     return path
 
 
+def _lr_axis(ax, swept: list[float], extra: list[float]) -> None:
+    """Log x axis over the swept values and `extra` (predictions), labelled over its whole range: the swept values
+    first, then 1-2-5 steps (decades only over more than three decades) where they don't crowd a label."""
+    values = sorted({v for v in swept + extra if v > 0 and math.isfinite(v)})
+    if not values:
+        return
+    ax.set_xscale("log")
+    lo, hi = values[0] / 1.8, values[-1] * 1.8
+    ax.set_xlim(lo, hi)
+    ticks = sorted({v for v in swept if v > 0})
+    if len(ticks) > 8:
+        ticks = []
+    mantissas = (1.0,) if math.log10(hi / lo) > 3 else (1.0, 2.0, 5.0)
+    for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        for m in mantissas:
+            v = m * 10.0 ** k
+            if lo <= v <= hi and all(abs(math.log10(v / t)) > 0.22 for t in ticks):
+                ticks.append(v)
+    ax.set_xticks(sorted(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _plain_log_y(ax) -> None:
+    """Log y with plain numbers (0.4, not 4×10⁻¹); minor ticks labelled too when the axis spans under a decade."""
+    lo, hi = ax.get_ylim()
+    fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(fmt)
+    if lo > 0 and hi / lo < 10:
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> Path | None:
-    """Final metric against base lr, one line per schedule, predicted best lr dashed, observed best starred."""
+    """Final metric against opt.lr, one panel per method (shared y), the predicted best lr as a dashed line with a ▼
+    on the top edge, the observed best starred, diverged runs as × on the top edge. Methods whose opt.lr is a cap
+    (SF-Polyak) get their own x label and no prediction."""
     members = [r for r in runs if r.task == task]
     if not members:
         return None
-    label = _label(runs, task)
     metric = members[0].metric
-    optimizers = sorted({r.optimizer for r in members})
-    schedules = sorted({r.schedule for r in members})
-    color = {s: _SCHEDULE_COLORS[i % len(_SCHEDULE_COLORS)] for i, s in enumerate(schedules)}
-    fig, axes = _grid(len(optimizers), width=6.4 if len(optimizers) == 1 else 5.2, height=4.0)
+    methods = sorted({r.method for r in members})
+    fig, axes = _grid(len(methods), width=PANEL_W, height=PANEL_H + 0.2, sharey=True)
     finals = [r.final for r in members if math.isfinite(r.final)]
     logy = _positive(finals)
-    top = (max(finals) * (3.0 if logy else 1.0) + (0 if logy else 0.1 * (np.ptp(finals) or 1))) if finals else 1.0
-    for ax, opt in zip(axes, optimizers):
-        any_diverged = False
-        for sched in schedules:
-            group = [r for r in members if r.optimizer == opt and r.schedule == sched]
-            if not group:
-                continue
-            c = color[sched]
-            by_lr: dict[float, list[float]] = defaultdict(list)
-            for r in group:
-                if r.status == "completed" and math.isfinite(r.final):
-                    by_lr[r.lr].append(r.final)
-            lrs = sorted(by_lr)
-            means = [float(np.mean(by_lr[lr])) for lr in lrs]
-            ax.plot(lrs, means, "-o", color=c, ms=4, lw=1.6, label=sched)
+    for i, (ax, method) in enumerate(zip(axes, methods)):
+        group = [r for r in members if r.method == method]
+        c = COLORS[i % len(COLORS)]
+        top = blended_transform_factory(ax.transData, ax.transAxes)
+        by_lr: dict[float, list[float]] = defaultdict(list)
+        for r in group:
+            if r.status == "completed" and math.isfinite(r.final):
+                by_lr[r.lr].append(r.final)
+        lrs = sorted(by_lr)
+        means = [float(np.mean(by_lr[lr])) for lr in lrs]
+        handles = []
+        if lrs:
+            ax.plot(lrs, means, "-o", color=c, ms=4, lw=1.6)
+            handles.append(Line2D([], [], color=c, marker="o", lw=1.6, label="final, mean over seeds"))
             for lr in lrs:
                 if len(by_lr[lr]) > 1:
                     ax.scatter([lr] * len(by_lr[lr]), by_lr[lr], color=c, s=8, alpha=0.5)
-            div = [r.lr for r in group if r.status == "diverged"]
-            if div:
-                any_diverged = True
-                ax.scatter(div, [top] * len(div), marker="x", color=c, s=40)
-            row = next((b for b in best if b["task"] == label and b["optimizer"] == opt and b["schedule"] == sched),
-                       None)
-            if row and math.isfinite(row["predicted"]) and row["predicted"] > 0:
-                ax.axvline(row["predicted"], color=c, ls="--", lw=1.2)
-                ax.annotate(f"{row['predicted']:.3g}", (row["predicted"], 1.0), xycoords=("data", "axes fraction"),
-                            xytext=(2, -4), textcoords="offset points", rotation=90, va="top", ha="left",
-                            fontsize=7, color=c)
-            if lrs:
-                i = int(np.argmin(means))
-                ax.scatter([lrs[i]], [means[i]], marker="*", s=160, color=c, edgecolor="black", zorder=5)
-        valid = sorted({r.lr for r in members if r.optimizer == opt and r.lr > 0})
-        if valid:
-            ax.set_xscale("log")
-            if len(valid) <= 12:                      # label the swept lrs themselves: 0.03, 0.1, …
-                ax.set_xticks(valid)
-                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-                ax.xaxis.set_minor_formatter(NullFormatter())
+            j = int(np.argmin(means))
+            ax.scatter([lrs[j]], [means[j]], marker="*", s=170, color=c, edgecolor="black", zorder=5)
+            handles.append(Line2D([], [], color=c, marker="*", ls="", ms=11, markeredgecolor="black",
+                                  label=f"observed best {_fmt(lrs[j])}"))
+        div = sorted({r.lr for r in group if r.status == "diverged" and math.isfinite(r.lr)})
+        if div:
+            ax.scatter(div, [0.96] * len(div), marker="x", color="black", s=40, transform=top, clip_on=False)
+            handles.append(Line2D([], [], color="black", marker="x", ls="", label="diverged"))
+        row = next((b for b in best if b["task"] == task and b["method"] == method), None)
+        extra = []
+        swept = sorted({r.lr for r in group if math.isfinite(r.lr) and r.lr > 0})
+        if row and row.get("predicted") is not None and math.isfinite(row["predicted"]) and row["predicted"] > 0:
+            pred = row["predicted"]
+            on_axis = not swept or (swept[0] / 10 <= pred <= swept[-1] * 10)
+            name = f"predicted best {_fmt(pred)} [{row['rule']}]"
+            if on_axis:
+                extra.append(pred)
+                ax.axvline(pred, color=c, ls="--", lw=1.2)
+                ax.plot([pred], [1.0], marker="v", ms=9, color=c, transform=top, clip_on=False)
+                handles.append(Line2D([], [], color=c, ls="--", marker="v", label=name))
+            else:
+                handles.append(Line2D([], [], color=c, ls="--",
+                                      label=name + (" (off the axis →)" if pred > swept[-1] else " (← off the axis)")))
+        elif group[0].lr_role == "cap":
+            handles.append(Line2D([], [], color="none", label="adaptive step: no lr prediction"))
+        _lr_axis(ax, swept, extra)
         if logy:
             ax.set_yscale("log")
-        ax.set_title(opt)
-        ax.set_xlabel("base lr (opt.lr)")
+            _plain_log_y(ax)
+        _title(ax, method, group)
+        ax.set_xlabel("cap γ_max (opt.lr)" if group[0].lr_role == "cap" else "base lr (opt.lr)")
         ax.set_ylabel(f"final {metric}")
+        ax.tick_params(axis="y", labelleft=True)
         ax.grid(alpha=0.3, which="both")
-        extra = [Line2D([], [], color="gray", ls="--", label="predicted best lr"),
-                 Line2D([], [], color="gray", marker="*", ls="", ms=10, markeredgecolor="black",
-                        label="observed best")]
-        if any_diverged:
-            extra.append(Line2D([], [], color="gray", marker="x", ls="", label="diverged"))
-        handles, _ = ax.get_legend_handles_labels()
-        ax.legend(handles=handles + extra, fontsize=7)
-    fig.suptitle(f"{label}: final {metric} against base lr")
-    path = out / f"lr_{slug(label)}.png"
+        if handles:
+            ax.legend(handles=handles, fontsize=7)
+    _suptitle(fig, f"{task}: final {metric} against the swept step size, per method", min(3, len(methods)))
+    path = out / f"lr_{slug(task)}.png"
     _save(fig, path)
     return path
 
@@ -269,7 +344,7 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
 def profile_plot(prof: dict, out: Path) -> Path | None:
     if not prof:
         return None
-    fig = Figure(figsize=(7.5, 4.6), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(8.5, 4.8), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     tau = np.asarray(prof["tau"])
     styles = ("-", "--", ":", "-.")
@@ -277,16 +352,17 @@ def profile_plot(prof: dict, out: Path) -> Path | None:
     for i, (method, rho) in enumerate(methods):
         # identical profiles would hide each other: wider lines underneath, dashes on top
         ax.step(tau, rho, where="post", lw=2.5 + 1.5 * (len(methods) - 1 - i) / max(len(methods) - 1, 1),
-                ls=styles[i % len(styles)], label=method, color=_SCHEDULE_COLORS[i % len(_SCHEDULE_COLORS)])
+                ls=styles[i % len(styles)], label=method, color=COLORS[i % len(COLORS)])
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if tau[-1] / tau[0] < 20 else ""))
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("τ  (steps to target ÷ fastest method's steps)")
     ax.set_ylabel("ρ(τ): fraction of tasks")
-    ax.set_title(f"Performance profiles over {len(prof['tasks'])} tasks (target: best final + {prof['tol']:g}·|best|)")
+    ax.set_title(wrap(f"Performance profiles over {len(prof['tasks'])} tasks (target: best final + "
+                      f"{prof['tol']:g}·|best|)", 8.0, 11), fontsize=11)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     path = out / "profiles.png"
     _save(fig, path)
     return path

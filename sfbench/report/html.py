@@ -16,8 +16,12 @@ h3 { margin-bottom: 0.3em; }
 .meta { color: #555; font-size: 0.92em; } .path { word-break: break-all; font-family: monospace; }
 figure { margin: 12px 0 20px 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; margin-top: 4px; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 8px 0 16px 0; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-align: top; }
+td.run { text-align: left; font-family: monospace; font-size: 0.92em; word-break: break-all; min-width: 14em;
+         max-width: 28em; }
+td.note { text-align: left; max-width: 30em; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 tr.diverged td { color: #888; } tr.failed td { color: #888; }
 ul.notes { font-size: 0.9em; color: #444; }
@@ -40,18 +44,24 @@ def fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def table(columns: list[str], rows: Iterable[list[Any]], left: int = 1, row_class=None, left_last: bool = False) -> str:
-    """An HTML table; the first `left` columns (and the last with `left_last`) left-aligned, numbers right."""
+def table(columns: list[str], rows: Iterable[list[Any]], left: int = 1, row_class=None, left_last: bool = False,
+          run_col: int | None = None) -> str:
+    """An HTML table in a horizontally scrolling box; the first `left` columns (and the last with `left_last`)
+    left-aligned, numbers right; column `run_col` (a run directory name) breaks anywhere instead of widening."""
     def align(i: int) -> str:
-        return "l" if i < left or (left_last and i == len(columns) - 1) else ""
+        if i == run_col:
+            return "run"
+        if left_last and i == len(columns) - 1:
+            return "note"
+        return "l" if i < left else ""
 
-    head = "".join(f'<th class="{align(i)}">{html.escape(c)}</th>' for i, c in enumerate(columns))
+    head = "".join(f'<th class="{"l" if align(i) else ""}">{html.escape(c)}</th>' for i, c in enumerate(columns))
     body = []
     for j, row in enumerate(rows):
         cls = f' class="{row_class[j]}"' if row_class and row_class[j] else ""
         cells = "".join(f'<td class="{align(i)}">{html.escape(fmt(v))}</td>' for i, v in enumerate(row))
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _figure(fig: dict, caption: str) -> str:
@@ -67,16 +77,34 @@ def _no_fit_reason(runs: list[dict]) -> str:
     return "; ".join(reasons) or "no run could be fitted."
 
 
+def interval(c: dict) -> str:
+    lo, hi = (c.get("ci") or [None, None])[:2]
+    if lo is None or hi is None:
+        return "–"
+    return f"[{fmt(lo, 2)}, {fmt(hi, 2)}]"
+
+
+def bound_label(kind: Any, bound_kind: Any) -> str:
+    """[C1] / [C3] with what the trainer says it is (theorem, expectation, heuristic) when the record says."""
+    if kind is None:
+        return "–"
+    return f"{kind} ({bound_kind})" if bound_kind else str(kind)
+
+
 def render(report: dict) -> str:
     e = html.escape
     parts = [(f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sfbench report — "
               f"{e(report['source_name'])}</title><style>{CSS}</style></head><body>")]
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(report["statuses"].items()))
-    metrics = ", ".join(f"{t}: <code>{e(m)}</code>" for t, m in report["metric"].items())
+    metrics = ", ".join(f"{e(t)}: <code>{e(m)}</code>" for t, m in report["metric"].items())
+    fitted = sum(1 for r in report["runs"] if r["fit"] and r["fit"].get("method") != "insufficient")
+    fittable = sum(1 for r in report["runs"] if r["status"] != "diverged" and r["bound"])
     parts.append(f"<h1>sfbench report</h1>"
                  f"<p class=\"meta\"><span class=\"path\">{e(report['source'])}</span><br>"
-                 f"{report['n_runs']} runs ({e(statuses)}); "
-                 f"metric {metrics}; generated {e(report['generated'])}</p>")
+                 f"{report['n_runs']} runs ({e(statuses)}); {len(report.get('methods') or [])} method(s); "
+                 f"bound fitted for {fitted} of {fittable} run(s) with theory; "
+                 f"metric {metrics}; generated {e(report['generated'])}"
+                 + (f" in {report['seconds']:.1f} s" if report.get("seconds") is not None else "") + "</p>")
     if report["warnings"]:
         parts.append("<ul class=\"notes\">" + "".join(f"<li>{e(w)}</li>" for w in report["warnings"]) + "</ul>")
 
@@ -84,13 +112,27 @@ def render(report: dict) -> str:
     best = report["prediction"]["best_lr"]
     for task in report["tasks"]:
         parts.append(f"<h2>{e(task)}</h2>")
+        methods = [m for m in report.get("methods") or [] if m["task"] == task]
+        if methods:
+            parts.append("<h3>Methods</h3>")
+            parts.append(table(["method", "optimizer (config)", "class", "schedule", "swept", "values", "runs",
+                                "fitted", "bound"],
+                               [[m["method"], m["choice"], m["optimizer"], ", ".join(m["schedules"]),
+                                 "cap γ_max (opt.lr)" if m["lr_role"] == "cap" else "base lr (opt.lr)",
+                                 ", ".join(fmt(v, 3) for v in m["lrs"]), m["runs"], m["fitted"],
+                                 bound_label(m["bound"], m.get("bound_kind"))] for m in methods], left=5))
         captions = {
-            "curves": "Observed metric per (optimizer, schedule): one line per base lr, the mean over seeds, the band "
-                      "their min–max; dotted: a run that diverged.",
-            "fits": "Each run's observed curve (solid) and the bound fitted to it, C + M·(D²·a<sub>T</sub> + "
-                    "b<sub>T</sub>) (dashed, same colour) — ALGORITHMS.md [C4]. Parameters in the table below.",
-            "lr": "Final metric against base lr, one line per schedule (completed runs, mean over seeds); dashed "
-                  "vertical: predicted best lr; ★: observed best; ×: diverged.",
+            "curves": "One panel per method. Solid: the evaluated metric at x (the averaged point; the iterate for "
+                      "baselines), mean over seeds with their min–max band; dashed: the smoothed training loss "
+                      "(block means of the minibatch loss at y, minus f* next to f − f*). One colour per step size; "
+                      "dotted: a run that diverged.",
+            "fits": "Each run's fitted series (solid: the evaluated metric, or the smoothed training loss where a "
+                    "run has fewer than 8 evaluations) and the bound fitted to it, C + M·(D²·a<sub>T</sub> + "
+                    "b<sub>T</sub>) with C at or above the metric's floor (dashed, same colour) — ALGORITHMS.md "
+                    "[C4]. Parameters in the table below.",
+            "lr": "Final metric against the swept step size, one panel per method (completed runs, mean over seeds; "
+                  "y shared): dashed line and ▼: predicted best lr; ★: observed best; ×: diverged. SF-Polyak's "
+                  "opt.lr is a cap on an adaptive step: its own axis, no prediction.",
         }
         for kind, caption in captions.items():
             fig = next((f for f in figs if f.get("task") == task and f["kind"] == kind), None)
@@ -102,27 +144,32 @@ def render(report: dict) -> str:
         rows = [b for b in best if b["task"] == task]
         if rows:
             parts.append("<h3>Predicted vs observed best learning rate</h3>")
-            parts.append(table(["optimizer", "schedule", "bound", "rule", "predicted best lr", "observed best lr",
+            parts.append(table(["method", "swept", "bound", "rule", "predicted best", "observed best",
                                 "ratio pred/obs", "[C2] γ*", "D", "G²", "B = mean h²", "B from", "T"],
-                               [[b["optimizer"], b["schedule"], b["bound"], b["rule"], b["predicted"], b["observed"],
-                                 b["ratio"], b["predicted_C2"], b["D"], b["G2"], b["B"], b["B_source"], b["T"]]
+                               [[b["method"], "cap" if b.get("lr_role") == "cap" else "base lr", b["bound"],
+                                 b["rule"] or "none (adaptive step)", b["predicted"], b["observed"], b["ratio"],
+                                 b["predicted_C2"], b["D"], b["G2"], b["B"], b["B_source"], b["T"]]
                                 for b in rows], left=2))
         corr = [c for c in report["prediction"]["correlations"] if c["task"] == task]
         if corr:
             parts.append("<h3>Prediction quality: Spearman ρ(final bound, final metric)</h3>")
-            parts.append(table(["scope", "optimizer", "schedule", "ρ", "p-value", "runs"],
-                               [[c["scope"], c["optimizer"] or "all", c["schedule"] or "all", c["rho"], c["pvalue"],
-                                 c["n"]] for c in corr], left=3))
+            level = corr[0].get("ci_level") or 0.95
+            parts.append(table(["scope", "method", "runs (n)", "ρ", f"{level:.0%} bootstrap interval"],
+                               [[c["scope"], c["method"] or "all methods", c["n"], c["rho"], interval(c)]
+                                for c in corr], left=2))
+            parts.append("<p class=\"meta\">With few runs the interval is wide: a ρ of ±1 from 3–5 runs says "
+                         "little. Resamples with constant ranks are skipped; fewer than 3 runs: no ρ.</p>")
         runs = [r for r in report["runs"] if r["task"] == task]
-        fitted = [r for r in runs if r["fit"]]
-        if fitted:
+        fitted_runs = [r for r in runs if r["fit"]]
+        if fitted_runs:
             parts.append("<h3>Fitted bounds [C4]</h3>")
-            parts.append(table(["run", "bound", "C", "M", "D", "D from", "p", "G", "rmse", "points used", "dropped",
-                                "method"],
-                               [[r["run"], r["bound"], r["fit"]["C"], r["fit"]["M"], r["fit"]["D"],
+            parts.append(table(["run", "method", "lr", "bound", "fitted on", "C", "M", "D", "D from", "p", "G",
+                                "rmse", "points used", "dropped", "fit"],
+                               [[r["run"], r["method"], r["lr"], bound_label(r["bound"], r.get("bound_kind")),
+                                 r.get("fit_target") or r["metric"], r["fit"]["C"], r["fit"]["M"], r["fit"]["D"],
                                  "given" if r["fit"]["D_fixed"] else "fitted", r["fit"].get("p"), r["fit"].get("G"),
                                  r["fit"]["rmse"], r["fit"]["n_used"], r["fit"]["n_dropped"], r["fit"]["method"]]
-                                for r in fitted], left=2))
+                                for r in fitted_runs], left=2, run_col=0))
     prof = report.get("profiles")
     if prof:
         parts.append("<h2>Performance profiles</h2>")
@@ -141,12 +188,12 @@ def render(report: dict) -> str:
 
     parts.append("<h2>Runs</h2>")
     runs = report["runs"]
-    parts.append(table(["run", "task", "optimizer", "schedule", "base lr", "seed", "status", "steps", "final metric",
-                        "final bound", "notes"],
-                       [[r["run"], r["task"], r["optimizer"], r["schedule"], r["lr"], r["seed"], r["status"],
+    parts.append(table(["run", "task", "method", "lr", "seed", "status", "steps", "final metric", "final bound",
+                        "bound", "notes"],
+                       [[r["run"], r["task"], r.get("method"), r["lr"], r["seed"], r["status"],
                          f"{fmt(r['steps_done'])}/{fmt(r['steps'])}", r["final"], r["predicted"],
-                         "; ".join(r["notes"])] for r in runs],
-                       left=4, left_last=True,
+                         bound_label(r["bound"], r.get("bound_kind")), "; ".join(r["notes"])] for r in runs],
+                       left=3, left_last=True, run_col=0,
                        row_class=[r["status"] if r["status"] in ("diverged", "failed") else "" for r in runs]))
 
     parts.append("<h2>How these numbers are made</h2><ul class=\"notes\">"

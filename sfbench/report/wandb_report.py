@@ -1,4 +1,5 @@
-"""The report as ONE W&B run (job_type "report") in the sweep's group: figures, tables, each run's fitted curve.
+"""The report as ONE W&B run (job_type "report") in the sweep's group: figures, tables, W&B line plots of each run's
+fitted curve against its observed one and of the lr sensitivity (`line_plots`).
 
 Online when a W&B account is configured, else offline under OUT/wandb/ (the same rule as the training sink,
 `sfbench.tracking.wandb_sink.resolve_mode`); upload an offline report later with `wandb sync OUT/wandb/offline-run-*`.
@@ -56,15 +57,18 @@ def log_report(report: dict, runs, out: Path, *, mode: str | None = None) -> dic
     try:
         images = {f"report/{Path(f['file']).stem}": wandb.Image(str(out / f["file"]), caption=f["title"])
                   for f in report["figures"]}
-        best_cols = ["task", "optimizer", "schedule", "bound", "rule", "predicted", "observed", "ratio",
-                     "predicted_C2", "D", "G2", "B", "T"]
-        corr_cols = ["task", "scope", "optimizer", "schedule", "rho", "pvalue", "n"]
+        best_cols = ["task", "method", "lr_role", "optimizer", "schedule", "bound", "rule", "predicted", "observed",
+                     "ratio", "predicted_C2", "D", "G2", "B", "T"]
+        corr_cols = ["task", "scope", "method", "rho", "ci_low", "ci_high", "n", "pvalue"]
         pred = report["prediction"]
         tables = {
             "report/best_lr": wandb.Table(columns=best_cols, data=_rows(pred["best_lr"], best_cols)),
-            "report/correlations": wandb.Table(columns=corr_cols, data=_rows(pred["correlations"], corr_cols)),
+            "report/correlations": wandb.Table(columns=corr_cols, data=_rows(
+                [{**c, "ci_low": (c.get("ci") or [None, None])[0], "ci_high": (c.get("ci") or [None, None])[1]}
+                 for c in pred["correlations"]], corr_cols)),
         }
-        run_cols = ["run", "task", "optimizer", "schedule", "lr", "seed", "status", "final", "predicted", "bound"]
+        run_cols = ["run", "task", "method", "optimizer", "schedule", "lr", "seed", "status", "final", "predicted",
+                    "bound", "bound_kind", "fit_target"]
         fit_cols = ["C", "M", "D", "p", "G", "rmse", "n_used", "method"]
         tables["report/runs"] = wandb.Table(
             columns=run_cols + [f"fit_{c}" for c in fit_cols],
@@ -75,8 +79,8 @@ def log_report(report: dict, runs, out: Path, *, mode: str | None = None) -> dic
                 for step, obs, fitted in zip(r.fit_steps, r.fit_observed, r.fit.curve):
                     curve_rows.append([r.name, int(step), _plain(obs), _plain(fitted)])
         tables["report/fitted_curves"] = wandb.Table(columns=["run", "step", "observed", "fitted"], data=curve_rows)
-        run.log({**images, **tables})
-        summary = {f"spearman/{c['task']}/{c['optimizer'] or 'all'}/{c['schedule'] or 'all'}": c["rho"]
+        run.log({**images, **tables, **line_plots(wandb, runs, pred["best_lr"])})
+        summary = {f"spearman/{c['task']}/{c['method'] or 'all'}": c["rho"]
                    for c in pred["correlations"] if c["rho"] is not None}
         run.summary.update(summary)
         info = {"mode": mode, "id": run.id, "group": group, "dir": _run_dir(run, out, mode)}
@@ -88,6 +92,54 @@ def log_report(report: dict, runs, out: Path, *, mode: str | None = None) -> dic
     else:
         print(f"sfbench.report: W&B report run {getattr(run, 'url', None) or info['id']} (group {group})")
     return info
+
+
+def line_plots(wandb, runs, best: list[dict]) -> dict:
+    """W&B line plots (custom charts, interactive in the app), not only PNGs:
+
+    - `report/fit/<run>`: the run's fitted series (observed) against its fitted bound C + M·bound, over steps;
+    - `report/lr/<task>`: final metric against log10(opt.lr), one line per method (completed runs, mean over
+      seeds), the legend naming each method's predicted best lr; a method whose opt.lr is a cap (SF-Polyak) is
+      named so.
+    """
+    from collections import defaultdict
+
+    import numpy as np
+
+    from .figures import slug
+
+    charts = {}
+    for r in runs:
+        if r.fit is None or not r.fit.ok or r.fit_steps is None:
+            continue
+        steps = [int(s) for s in r.fit_steps]
+        observed = [_plain(v) for v in r.fit_observed]
+        fitted = [_plain(v) for v in r.fit.curve]
+        target = r.fit_target or r.metric
+        charts[f"report/fit/{slug(r.name)}"] = wandb.plot.line_series(
+            xs=[steps, steps], ys=[observed, fitted], keys=[f"observed {target}", "fitted C + M·bound"],
+            title=f"{r.task} · {r.method} · {'cap' if r.lr_role == 'cap' else 'lr'}={r.lr:g}: observed vs fitted "
+                  f"[C4]", xname="step")
+    by_task: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in runs:
+        if r.status == "completed" and math.isfinite(r.final) and r.lr > 0:
+            by_task[r.task][r.method][r.lr].append(r.final)
+    for task, methods in by_task.items():
+        xs, ys, keys = [], [], []
+        for method, by_lr in sorted(methods.items()):
+            lrs = sorted(by_lr)
+            cap = any(rr.method == method and rr.lr_role == "cap" for rr in runs)
+            xs.append([math.log10(lr) for lr in lrs])
+            ys.append([float(np.mean(by_lr[lr])) for lr in lrs])
+            row = next((b for b in best if b["task"] == task and b["method"] == method), {})
+            pred = row.get("predicted")
+            keys.append(method + (" (opt.lr = cap)" if cap else "")
+                        + (f" (predicted best {pred:.3g})" if isinstance(pred, float) and pred > 0 else ""))
+        metric = next((rr.metric for rr in runs if rr.task == task), "metric")
+        charts[f"report/lr/{slug(task)}"] = wandb.plot.line_series(
+            xs=xs, ys=ys, keys=keys, title=f"{task}: final {metric} against log10(opt.lr), per method",
+            xname="log10 opt.lr")
+    return charts
 
 
 def _plain(x):

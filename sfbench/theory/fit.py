@@ -45,7 +45,7 @@ from scipy.optimize import lsq_linear, minimize_scalar
 
 from .bounds import sgd_last_iterate_curve
 
-__all__ = ["KINDS", "BoundFit", "bound_terms", "fit_bound"]
+__all__ = ["KINDS", "BoundFit", "bound_terms", "fit_bound", "metric_floor"]
 
 KINDS = ("C1", "C3")
 _HUBER_K = 1.345            # Huber's constant: 95 % efficiency at Gaussian noise
@@ -92,6 +92,19 @@ def bound_terms(kind: str, lrs, grad_sq, horizons=None) -> tuple[np.ndarray, np.
             b = sgd_last_iterate_curve(lrs, grad_sq, 0.0, h) if len(h) else np.zeros(0)
             b = np.where(s1 > 0, b, np.nan)
     return a, b
+
+
+def metric_floor(key: str, values, f_star: float | None = None) -> float | None:
+    """The value a logged metric cannot go below, for `fit_bound(C_min=…)`: 0 for f(x) − f* (`eval/subopt`) and
+    squared norms, f* for the full loss when the task knows it (not above the lowest observed value), 0 for a series
+    that is never negative (every loss here); None when nothing is known (C free)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if key == "eval/subopt" or key.endswith(("dist_sq", "grad_norm_sq")):
+        return 0.0
+    if key == "eval/loss" and f_star is not None and math.isfinite(f_star):
+        return min(float(f_star), float(finite.min())) if finite.size else float(f_star)
+    return 0.0 if finite.size and float(finite.min()) >= 0 else None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -251,7 +264,8 @@ def _insufficient(n: int, used: np.ndarray, D, G_param: bool, message: str) -> B
 
 
 def fit_bound(loss, a, b, *, D: float | None = None, robust: bool = True, G_param: bool = False, lrs=None,
-              kind: str = "C1", horizons=None, diverge_above: float | None = 100.0, p_grid=None) -> BoundFit:
+              kind: str = "C1", horizons=None, diverge_above: float | None = 100.0, p_grid=None,
+              C_min: float | None = None) -> BoundFit:
     """Fit loss_T ≈ C + M (D² a_T + b_T) (ALGORITHMS.md [C4]); see the module docstring for the method.
 
     loss, a, b: one value per point (e.g. per logged eval step; a, b from `bound_terms`).
@@ -261,6 +275,8 @@ def fit_bound(loss, a, b, *, D: float | None = None, robust: bool = True, G_para
     G_param: replace the observed ‖g_t‖² in b by G² (t+1)^p, p on `p_grid` (default 61 points over [−2, 1]) then
         refined; needs `lrs` (per step, t = 0 … N−1), `kind` ("C1" | "C3") and the points' `horizons` (step counts;
         default 1 … len(loss) when len(lrs) == len(loss)).
+    C_min: a floor the metric cannot go below (0 for f(x) − f*, f* for the full loss): C ≥ C_min, so with M ≥ 0 and
+        a bound ≥ 0 the fitted curve never crosses it. None: C is free.
     """
     loss = np.asarray(loss, dtype=np.float64)
     a = np.asarray(a, dtype=np.float64)
@@ -270,6 +286,9 @@ def fit_bound(loss, a, b, *, D: float | None = None, robust: bool = True, G_para
                          f"{b.shape}")
     if D is not None and not (math.isfinite(D) and D >= 0):
         raise ValueError(f"D={D!r}: must be a finite number ≥ 0 (or None to fit it)")
+    if C_min is not None and not math.isfinite(C_min):
+        raise ValueError(f"C_min={C_min!r}: must be a finite number (or None for a free C)")
+    c_lo = -np.inf if C_min is None else float(C_min)
     n = len(loss)
 
     if G_param:
@@ -302,10 +321,10 @@ def fit_bound(loss, a, b, *, D: float | None = None, robust: bool = True, G_para
         """Columns and lower bounds: D free → θ = (C, J, K) on [1, b, a]; D given → (C, J, M) on [1, b, D² a],
         except without G-param, where J = M and the design is [1, D² a + b] → (C, M)."""
         if D is None:
-            return np.column_stack([one, bcol, a]), np.array([-np.inf, 0.0, 0.0])
+            return np.column_stack([one, bcol, a]), np.array([c_lo, 0.0, 0.0])
         if G_param:
-            return np.column_stack([one, bcol, D ** 2 * a]), np.array([-np.inf, 0.0, 0.0])
-        return np.column_stack([one, D ** 2 * a + bcol]), np.array([-np.inf, 0.0])
+            return np.column_stack([one, bcol, D ** 2 * a]), np.array([c_lo, 0.0, 0.0])
+        return np.column_stack([one, D ** 2 * a + bcol]), np.array([c_lo, 0.0])
 
     def fit_on(mask, bcol, sigma=None):
         X, lower = design(bcol)

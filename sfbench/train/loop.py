@@ -48,6 +48,7 @@ from ..tracking import lock as run_lock
 from ..tracking.run_record import RecordDamaged, RecordWriteError, RunRecord, remove_stale_temp_files
 from ..tracking.sinks import NullSink, Sink
 from . import distributed
+from .cadence import EvalCadence, max_over_ranks
 from .checkpoint import CHECKPOINT, PREVIOUS, atomic_torch_save, rng_state, save_checkpoint, set_rng_state
 from .resume import GAP_POLICIES, ResumePlan, plan_resume
 from .online_bound import OnlineBound
@@ -61,7 +62,8 @@ class TrainerConfig:
     precision: str = "fp32"          # fp32 | bf16 (autocast)
     compile: bool = False            # torch.compile of the model
     grad_clip: float | None = None   # max global grad norm, or None
-    eval_every: int = 200            # 0: only at the end
+    eval_every: int | str = "auto"   # auto: ~50 evaluations, fewer when evaluating is expensive (cadence.py); 0: end
+    eval_share: float = 0.1          # auto: evaluating costs at most this share of the training time
     ckpt_every: int = 200            # 0: only at the end (and on preemption)
     log_every: int = 1
     theory: bool = True              # log [C1]/[C3] accumulators and theory/bound (online_bound.py)
@@ -244,7 +246,7 @@ class Trainer:
 
         The curve is `eval/subopt` (f(x) − f*, what [C1] bounds) where the task logs it at ≥ 8 points, else
         `eval/loss` likewise, else `train/loss` at every logged step (C absorbs the unknown f*)."""
-        from ..theory.fit import bound_terms, fit_bound
+        from ..theory.fit import bound_terms, fit_bound, metric_floor
         from ..tracking.run_record import atomic_write_text, iter_metrics
 
         rows = [r for r in iter_metrics(self.record.dir / "metrics.jsonl") if "theory/S1" in r]
@@ -267,7 +269,8 @@ class Trainer:
             a, b = bound_terms("C3", theory.lrs, theory.grad_sqs, steps)
         # D free: the overlay should follow the curve (with the task's exact D held fixed, the 1/S1 shape of [C1]
         # misses fast early progress, e.g. full-batch runs converging linearly); `D` in the fit is the effective D
-        fit = fit_bound(loss, a, b, diverge_above=self.cfg.diverge_above)
+        floor = metric_floor(target, loss, self.task.summary().get("f_star"))   # the fit respects the metric's floor
+        fit = fit_bound(loss, a, b, diverge_above=self.cfg.diverge_above, C_min=floor)
         out = {"target": target, **fit.to_dict()}
         atomic_write_text(self.run_dir / "theory_fit.json", json.dumps(
             {**out, "bound": theory.kind, "steps": steps.tolist(), "observed": [v if math.isfinite(v) else None for v in loss.tolist()],
@@ -405,6 +408,9 @@ class Trainer:
             last = dict(plan.rows[-1]) if plan.rows and plan.rows[-1]["step"] == start else {"step": start}
             last.update(self._evaluate(forward, opt))
         step = start
+        cadence = EvalCadence(cfg.eval_every, cfg.steps, cfg.eval_share, start)
+        agree = (lambda v: max_over_ranks(v, self.device)) if self.dist.active else None
+        mark = time.perf_counter()
         if self._stop_signal is not None and not self.dist.active:   # asked to stop while setting up
             # (several processes: the first step's all-reduce carries the flag, so every rank stops together)
             self.record.write_summary("preempted", steps_done=start)
@@ -456,12 +462,15 @@ class Trainer:
                            "train/grad_norm_sq": grad_norm_sq}
                 if lower_bound is not None:
                     metrics["train/lower_bound"] = float(lower_bound)
-                evaluating = bool(cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps
+                evaluating = cadence.due(step)
                 if theory is not None:
                     metrics.update(theory.after_step(step, float(lr_used), used_grad_sq, force=evaluating))
                 metrics["time/step_s"] = time.perf_counter() - t0
                 if evaluating:
+                    t_eval = time.perf_counter()
                     metrics.update(self._evaluate(forward, opt))
+                    cadence.measured(step, time.perf_counter() - t_eval, t_eval - mark, agree)
+                    mark = time.perf_counter()
                 if step % cfg.log_every == 0 or "eval/loss" in metrics or step == cfg.steps:
                     self.record.log(metrics)
                     self.sink.log(metrics)
@@ -507,7 +516,9 @@ class Trainer:
                 theory_summary["fit"] = self._fit_theory(theory)
         summary = self.record.write_summary(status, steps_done=steps_done, final=final,
                                             wall_s=time.time() - started, task=self.task.summary(),
-                                            theory=theory_summary)
+                                            theory=theory_summary,
+                                            evaluation={**cadence.summary(), "at": "x" if hasattr(opt, "eval")
+                                                        and hasattr(opt, "train") else "the last iterate"})
         self.sink.summary({"status": status, "steps_done": steps_done, **final})
         self.sink.finish(status)
         self.record.close()

@@ -1,0 +1,64 @@
+"""The end of a run and of a sweep says what happened (sfbench/cli/outcome.py): the final metric at x, the status,
+the run directory and the report command; a multirun ends with one table across its runs."""
+
+from __future__ import annotations
+
+import re
+
+from sfbench.cli.app import main
+from sfbench.cli.outcome import _short_names, describe_run
+
+
+def run_cli(args):
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0
+
+
+def test_a_run_ends_with_its_result(in_run_env, capsys):
+    assert run_cli(["task=logreg", "opt=sf_sgd", "logger=none", "trainer.steps=40"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    [run] = [p.parent for p in (in_run_env / "runs").rglob("summary.json")]
+    rel = str(run.relative_to(in_run_env))
+    head = next(line for line in out if line.startswith("sfbench: completed"))
+    assert re.search(r"completed 40/40 steps in [\d.]+ s — final eval/subopt [\d.e+-]+ at x", head), head
+    assert "bound [C1]" in head and "fitted on eval/subopt" in head
+    assert f"sfbench: run directory: {rel}" in out
+    assert f"sfbench: report: python -m sfbench.report {rel}" in out
+
+
+def test_a_sweep_ends_with_a_table(in_run_env, capsys):
+    args = ["-m", "task=quadratic", "opt=sf_sgd,adamw", "opt.lr=0.01,0.1", "logger=none", "trainer.steps=20",
+            "group=t"]
+    assert run_cli(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("sfbench: sweep multirun/t: 4 runs"))
+    assert "4 completed" in out[start]
+    header = out[start + 1].split()
+    assert header == ["run", "method", "lr", "status", "steps", "eval/subopt", "bound"]
+    rows = [line.split() for line in out[start + 3:start + 7]]
+    assert sorted((r[1], r[2]) for r in rows) == [("adamw", "0.01"), ("adamw", "0.1"), ("sf_sgd", "0.01"),
+                                                  ("sf_sgd", "0.1")]
+    assert all(r[3] == "completed" and r[4] == "20/20" for r in rows)
+    # the run column keeps only what differs between the runs
+    assert sorted(r[0] for r in rows) == ["opt.lr=0.01,opt=adamw", "opt.lr=0.01,opt=sf_sgd", "opt.lr=0.1,opt=adamw",
+                                          "opt.lr=0.1,opt=sf_sgd"]
+    assert out[start + 7] == "sfbench: report: python -m sfbench.report multirun/t"
+
+
+def test_diverged_and_preempted_runs(tmp_path):
+    diverged = describe_run({"status": "diverged", "steps_done": 24, "total_steps": 100,
+                             "final": {"train/loss": float("inf")}}, tmp_path / "r")
+    assert "diverged 24/100 steps — the loss diverged (inf at step 25)" in diverged[0]
+    assert diverged[-1].startswith("sfbench: report: python -m sfbench.report ")
+    preempted = describe_run({"status": "preempted", "steps_done": 50, "total_steps": 100,
+                              "final": {"eval/loss": 1.5}, "evaluation": {"at": "x"}}, tmp_path / "r")
+    assert "preempted 50/100 steps — final eval/loss 1.5 at x" in preempted[0]
+    assert "resume" in preempted[-1]
+
+
+def test_short_names():
+    assert _short_names(["a=1,b=2,c=[1,2]", "a=1,b=3,c=[1,2]"]) == ["b=2", "b=3"]
+    assert _short_names(["only=1"]) == ["only=1"]
