@@ -178,6 +178,10 @@ def main(argv: list[str] | None = None) -> None:
 
     _task_started = False
     argv = list(sys.argv[1:] if argv is None else argv)
+    if {"--help", "-h", "--hydra-help"} & set(argv):
+        from .help import install      # the same help text, without listing every group twice (help.py)
+
+        install()
     check_group_choices(argv)
     register_resolvers()
     if "-m" in argv or "--multirun" in argv:

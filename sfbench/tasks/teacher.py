@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .base import ConfigError
-from .gpt_model import gpt2, logits_of, next_token_ce
+from .gpt_model import gpt2, logits_of, model_class, next_token_ce
 
 TEACHER_FORMAT = 1
 
@@ -76,8 +76,6 @@ def _locked(path: Path):
 def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: int, cache_dir: Path,
                     device: torch.device, seed: int, val_frac: float) -> tuple[torch.nn.Module, dict]:
     """The cached teacher for (config, token data), training it first if there is none yet."""
-    from transformers import GPT2LMHeadModel
-
     quiet_transformers()
     # the split matters: a teacher trained on a larger training split has seen part of a smaller one's validation
     key = teacher_key(dict(config, vocab_size=vocab_size, block_size=block_size, seed=seed, val_frac=val_frac),
@@ -88,7 +86,7 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
             _train(config, data, vocab_size, block_size, target, seed, device)
         else:
             print(f"sfbench: reusing the teacher cached at {target}", file=sys.stderr)
-    model = GPT2LMHeadModel.from_pretrained(target)
+    model = model_class().from_pretrained(target)      # transformers' GPT-2, lean forward (gpt_model.py)
     info = json.loads((target / "info.json").read_text())
     info["path"] = str(target)
     return freeze(model.to(device)), info

@@ -41,7 +41,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.optimize import lsq_linear, minimize_scalar
 
 from .bounds import sgd_last_iterate_curve
 
@@ -163,6 +162,8 @@ class BoundFit:
 # ---------------------------------------------------------------------------------------------------------------------
 def _lsq(X: np.ndarray, y: np.ndarray, lower: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """argmin ‖√w (y − Xθ)‖ subject to θ ≥ lower, columns scaled to unit norm for conditioning."""
+    from scipy.optimize import lsq_linear      # imported when a fit runs, not with the trainer
+
     if w is not None:
         sw = np.sqrt(w)
         X, y = X * sw[:, None], y * sw
@@ -350,6 +351,8 @@ def fit_bound(loss, a, b, *, D: float | None = None, robust: bool = True, G_para
             new_p, best_obj = float(grid[i]), float(objs[i])
             lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
             if hi > lo:
+                from scipy.optimize import minimize_scalar
+
                 res = minimize_scalar(sse, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
                 if res.fun <= best_obj:
                     new_p = float(res.x)

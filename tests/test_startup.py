@@ -1,0 +1,40 @@
+"""Start-up: the heavy optional libraries are imported by the runs that use them, not by importing sfbench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import subprocess_env
+
+OPTIONAL = ("transformers", "datasets", "wandb", "scipy", "matplotlib", "pandas", "PEPit", "submitit")
+
+PROBE = """
+import json, sys
+import sfbench.cli, sfbench.cli.app, sfbench.train, sfbench.optim, sfbench.tracking, sfbench.theory
+import sfbench.tasks.gpt, sfbench.tasks.distill, sfbench.tasks.teacher, sfbench.tasks.gpt_model
+import sfbench.tasks.testbeds, sfbench.tasks.cifar, sfbench.tasks.text
+after_imports = sorted(m for m in {optional} if m in sys.modules)
+from sfbench.cli import main
+try:
+    main(["task=logreg", "logger=none", "trainer.steps=5", "trainer.theory=false", "hydra.run.dir=run"])
+except SystemExit as e:
+    assert not e.code, e.code
+after_run = sorted(m for m in {optional} if m in sys.modules)
+from sfbench.tasks.gpt_model import gpt2
+gpt2(256, 16, 1, 16, 2)
+print(json.dumps({{"imports": after_imports, "run": after_run,
+                   "model": sorted(m for m in {optional} if m in sys.modules)}}))
+"""
+
+
+def test_optional_libraries_load_when_used(sfbench_env, tmp_path):
+    out = subprocess.run([sys.executable, "-c", PROBE.format(optional=repr(OPTIONAL))], capture_output=True,
+                         text=True, cwd=tmp_path, env=subprocess_env(sfbench_env), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["imports"] == []          # importing the CLI, trainer, theory and every task module
+    assert loaded["run"] == []              # a logreg run without W&B and the end-of-run fit
+    assert "transformers" in loaded["model"]      # the GPT model does need transformers (the probe is live)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"
