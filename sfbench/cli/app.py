@@ -53,6 +53,10 @@ def run(cfg) -> float | None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["choices"] = choices
     _check_same_config(run_dir, resolved)
+    if "pep" in parts:                  # a PEP job (configs/experiment/sfn_pep.yaml): sfbench.pep, not the trainer
+        from .pep_job import run_pep
+
+        return run_pep(cfg, run_dir, resolved)
     if cfg.group:
         group = cfg.group
     elif hc.mode is not None and hc.mode.name == "MULTIRUN":
