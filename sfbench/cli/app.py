@@ -50,6 +50,8 @@ def run(cfg) -> float | None:
     except ConfigError as err:
         _fail(str(err), run_dir)
     choices = {k: v for k, v in hc.runtime.choices.items() if k in GROUPS}
+    if hc.runtime.choices.get("hydra/sweeper") not in (None, "basic"):     # e.g. tune_lr: the report marks tuned lrs
+        choices["hydra/sweeper"] = hc.runtime.choices["hydra/sweeper"]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["choices"] = choices
     _check_same_config(run_dir, resolved)

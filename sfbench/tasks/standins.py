@@ -115,10 +115,10 @@ def _train_teacher(model: torch.nn.Module, ids: np.ndarray, steps: int, seed: in
         loss.backward()
         opt.step()
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
-def teacher(root: Path, kind: str = "gpt2", steps: int = 300) -> Path:
+def teacher(root: Path, kind: str = "gpt2", steps: int = 200) -> Path:
     """A small causal LM of the hub teacher's family, trained briefly on the stand-in text, with its tokenizer."""
     target = root / f"teacher-{kind}"
     if (target / "config.json").exists():
