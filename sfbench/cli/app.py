@@ -60,6 +60,8 @@ def run(cfg) -> float | None:
     except ConfigError as err:
         _fail(str(err), run_dir)
     choices = {k: v for k, v in hc.runtime.choices.items() if k in GROUPS}
+    if hc.runtime.choices.get("hydra/sweeper") not in (None, "basic"):     # e.g. tune_lr: the report marks tuned lrs
+        choices["hydra/sweeper"] = hc.runtime.choices["hydra/sweeper"]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["choices"] = choices
     _take_lock(run_dir)             # before the config check: two processes can't both pass it
@@ -99,6 +101,10 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
         _check_same_config(run_dir, resolved)
     except RecordDamaged as err:
         _fail(str(err))
+    if "pep" in parts:                  # a PEP job (configs/experiment/sfn_pep.yaml): sfbench.pep, not the trainer
+        from .pep_job import run_pep
+
+        return run_pep(cfg, run_dir, resolved)
     if cfg.group:
         group = cfg.group
     elif hc.mode is not None and hc.mode.name == "MULTIRUN":

@@ -36,12 +36,29 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
+def if_smoke(small, full, *, _root_):
+    """`${if_smoke:SMALL,FULL}` in a preset: SMALL when the config's top-level `smoke` is true (the preset's small,
+    offline form), else FULL. The presets in configs/experiment/ write each setting that differs this way, so the small
+    form is visibly the same experiment, only shorter."""
+    return small if bool(_root_.get("smoke", False)) else full
+
+
+def steps_frac(fraction, *, _root_) -> int:
+    """`${steps_frac:0.1}`: that fraction of `trainer.steps`, rounded to whole steps (warm-up lengths in presets that
+    must follow the horizon, e.g. SFS's 10% warm-up at any `trainer.steps`)."""
+    return int(round(float(fraction) * int(_root_.trainer.steps)))
+
+
 def register_resolvers() -> None:
-    """`${sfbench_run_name:…}` in config.yaml (Slurm jobs get it with Hydra's singleton state)."""
+    """`${sfbench_run_name:…}`, `${if_smoke:…}` and `${steps_frac:…}` in the configs (Slurm jobs get them with Hydra's singleton state)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("sfbench_run_name"):
         OmegaConf.register_new_resolver("sfbench_run_name", run_name)
+    if not OmegaConf.has_resolver("if_smoke"):
+        OmegaConf.register_new_resolver("if_smoke", if_smoke)
+    if not OmegaConf.has_resolver("steps_frac"):
+        OmegaConf.register_new_resolver("steps_frac", steps_frac)
 
 
 # -- sweeps: a directory named by the command, relaunch = resume -------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 GROUPS = ("task", "opt", "sched", "logger", "experiment")
 REQUIRED_GROUPS = ("task", "opt", "sched", "logger")
-TOP_LEVEL = ("task", "opt", "sched", "logger", "seed", "group", "trainer", "paths")
+TOP_LEVEL = ("task", "opt", "sched", "logger", "seed", "group", "trainer", "paths", "smoke", "pep")
 EXIT_BAD_INPUT = 2
 
 
@@ -92,6 +92,10 @@ def _validate(cfg) -> dict[str, Any]:
     for key in cfg:
         if key not in TOP_LEVEL:
             raise ConfigError(f"{key}: unknown setting; the top level holds {', '.join(TOP_LEVEL)}")
+    if cfg.get("pep") is not None:      # a PEP job (the sfn_pep preset): no training parts to build
+        from .pep_job import check_pep
+
+        return {"pep": check_pep(cfg.pep)}
     for key in ("task", "opt", "sched", "logger", "trainer"):
         node = cfg.get(key)
         if node is None:
@@ -104,6 +108,12 @@ def _validate(cfg) -> dict[str, Any]:
         if key not in known:
             raise ConfigError(f"trainer.{key}: unknown setting; choose among {', '.join(sorted(known))}")
     check_number("seed", cfg.seed, 0, 2 ** 63 - 1, integer=True)
+    if not isinstance(cfg.get("smoke", False), bool):
+        raise ConfigError(f"smoke={cfg.smoke!r} is not allowed; use true (a preset's small offline form) or false")
+    if cfg.get("smoke"):        # the small forms read local stand-ins for hub models and datasets: make them first
+        from ..tasks import standins
+
+        standins.ensure(cfg.paths.standins)
     t = cfg.trainer
     check_number("trainer.steps", t.steps, 1, integer=True)
     for key in ("ckpt_every", "bn_recompute_batches"):
@@ -114,6 +124,7 @@ def _validate(cfg) -> dict[str, Any]:
         raise ConfigError(str(err)) from None
     check_number("trainer.eval_share", t.eval_share, 0, 1, lo_open=True)
     check_number("trainer.log_every", t.log_every, 1, integer=True)
+    check_number("trainer.grad_accum", t.grad_accum, 1, integer=True)
     check_number("trainer.theory_d_every", t.theory_d_every, 1, integer=True)
     if not isinstance(t.theory, bool):
         raise ConfigError(f"trainer.theory={t.theory!r} is not allowed; use true (log [C1]/[C3] bounds) or false")

@@ -42,7 +42,9 @@ class DistillTask(Task):
         self.cache_dir = Path(os.path.expanduser(cache_dir or "~/.cache/sfbench"))
         self.block_size, self.batch_size = self.data_cfg["block_size"], self.data_cfg["batch_size"]
         hub = self.teacher_cfg.get("name_or_path")
-        if hub and str(hub).startswith(("/", "./", "../", "~")) and not Path(os.path.expanduser(str(hub))).is_dir():
+        if hub and str(hub).startswith("~"):
+            hub = self.teacher_cfg["name_or_path"] = os.path.expanduser(str(hub))
+        if hub and str(hub).startswith(("/", "./", "../")) and not Path(hub).is_dir():
             raise ConfigError(f"task.teacher.name_or_path={hub!r}: no such directory; give a model directory written "
                               "by save_pretrained (config.json + weights, tokenizer files beside them) or a hub name")
         if not hub:

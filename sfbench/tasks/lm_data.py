@@ -9,8 +9,8 @@ from typing import Any, Mapping
 from .base import ConfigError, check_choice, check_fraction, check_positive_int
 
 SOURCES = ("shakespeare", "file", "hf")
-DATA_KEYS = ("source", "path", "hf_dataset", "hf_split", "hf_text_field", "max_chars", "tokenizer", "block_size",
-             "batch_size", "val_frac")
+DATA_KEYS = ("source", "path", "hf_dataset", "hf_config", "hf_split", "hf_text_field", "hf_streaming", "max_chars",
+             "max_tokens", "tokenizer", "block_size", "batch_size", "val_frac")
 MODEL_KEYS = ("n_layer", "n_embd", "n_head", "dropout")
 
 
@@ -41,6 +41,19 @@ def check_data(data: Any) -> dict:
     if d["source"] == "hf" and not d.get("hf_dataset"):
         raise ConfigError("task.data.hf_dataset=None: with task.data.source=hf name a Hugging Face dataset (hub name "
                           "or a local directory saved with save_to_disk)")
+    if d.get("max_tokens") is not None:
+        check_positive_int("task.data.max_tokens", d["max_tokens"], 2)
+        if not d.get("hf_streaming"):
+            raise ConfigError(f"task.data.max_tokens={d['max_tokens']!r} applies to a streamed dataset only "
+                              "(task.data.hf_streaming=true); to shorten other sources use task.data.max_chars")
+    if d.get("hf_streaming", False) not in (True, False):
+        raise ConfigError(f"task.data.hf_streaming={d['hf_streaming']!r} is not allowed; use true or false")
+    if d.get("hf_streaming"):
+        if d["source"] != "hf":
+            raise ConfigError(f"task.data.hf_streaming=true needs task.data.source=hf, not {d['source']!r}")
+        if d.get("max_tokens") is None:
+            raise ConfigError("task.data.max_tokens=None: a streamed dataset (task.data.hf_streaming=true) is read "
+                              "up to a token budget; set task.data.max_tokens (e.g. 1000000000 for 1B tokens)")
     return d
 
 
@@ -59,7 +72,14 @@ def load_tokens(d: dict, tokenizer: str, cache_dir: Path, batch_size: int, block
     """Corpus → tokenizer → content-keyed token cache; checks that the splits fit the windows before training."""
     from . import text
 
-    corpus = text.load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"),
+    if d.get("hf_streaming"):
+        data = text.stream_tokens_cached(d["hf_dataset"], text.make_tokenizer(tokenizer), Path(cache_dir) / "tokens",
+                                         d["max_tokens"], config=d.get("hf_config"), split=d.get("hf_split", "train"),
+                                         text_field=d.get("hf_text_field", "text"), val_frac=d["val_frac"])
+        for split in ("train", "val"):
+            text.eval_windows(getattr(data, split), batch_size, block_size, 1)
+        return data
+    corpus = text.load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"), hf_config=d.get("hf_config"),
                             hf_split=d.get("hf_split", "train"), hf_text_field=d.get("hf_text_field", "text"),
                             max_chars=d.get("max_chars"))
     data = text.tokenize_cached(corpus, text.make_tokenizer(tokenizer), Path(cache_dir) / "tokens",

@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -49,6 +50,7 @@ __all__ = [
     "make_tokenizer",
     "TokenData",
     "tokenize_cached",
+    "stream_tokens_cached",
     "token_dtype",
     "sample_windows",
     "eval_windows",
@@ -79,6 +81,7 @@ def load_text(
     path: Optional[PathLike] = None,
     hf_dataset: Optional[str] = None,
     hf_split: str = "train",
+    hf_config: Optional[str] = None,
     hf_text_field: str = "text",
     max_chars: Optional[int] = None,
 ) -> str:
@@ -110,7 +113,7 @@ def load_text(
         text = _load_file(path, max_chars)
         where = f"text file {os.fspath(path)}"
     elif source == "hf":
-        text = _load_hf(hf_dataset, hf_split, hf_text_field, max_chars)
+        text = _load_hf(hf_dataset, hf_split, hf_text_field, max_chars, hf_config)
         where = f"Hugging Face dataset {hf_dataset!r} (split {hf_split!r}, field {hf_text_field!r})"
     else:
         allowed = ", ".join(repr(s) for s in TEXT_SOURCES)
@@ -156,7 +159,8 @@ def _is_saved_hf_dataset(p: Path) -> bool:
     return p.is_dir() and ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file())
 
 
-def _load_hf(name: Optional[str], split: str, text_field: str, max_chars: Optional[int]) -> str:
+def _load_hf(name: Optional[str], split: str, text_field: str, max_chars: Optional[int],
+             config: Optional[str] = None) -> str:
     if not name:
         raise DataError(
             "source 'hf' needs a dataset; set task.data.hf_dataset to a Hugging Face hub name "
@@ -191,7 +195,7 @@ def _load_hf(name: Optional[str], split: str, text_field: str, max_chars: Option
                 "an existing local dataset path"
             )
         try:
-            ds = datasets.load_dataset(str(name), split=split)
+            ds = datasets.load_dataset(str(name), config, split=split)
         except Exception as e:
             if local.exists():
                 hint = (
@@ -589,6 +593,120 @@ def tokenize_cached(
         meta=meta,
         cache_hit=hit,
     )
+
+
+def _stream_fingerprint(name: str) -> str:
+    """For a local dataset directory, its files' names, sizes and modification times (a changed file is another
+    corpus); for a hub name, the name itself (a hub dataset revision is fixed by its name here)."""
+    local = Path(os.path.expanduser(name))
+    if not local.exists():
+        return name
+    h = hashlib.sha256()
+    for f in sorted(local.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(local)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return f"{local.resolve()}@{h.hexdigest()[:16]}"
+
+
+def stream_tokens_cached(
+    name: str,
+    tokenizer: Any,
+    cache_dir: PathLike,
+    max_tokens: int,
+    config: Optional[str] = None,
+    split: str = "train",
+    text_field: str = "text",
+    val_frac: float = 0.1,
+    progress_every: int = 10_000_000,
+) -> TokenData:
+    """The first ``max_tokens`` tokens of a Hugging Face dataset read as a stream
+    (``datasets.load_dataset(name, config, split=split, streaming=True)``: FineWeb-sized corpora are never
+    downloaded or held whole), tokenized in chunks of documents joined with ``"\\n\\n"`` (as :func:`load_text`
+    joins rows) and appended to a token file in ``cache_dir``.
+
+    The cache key is (format version, tokenizer name, dataset name or local files' fingerprint, config, split,
+    field, max_tokens), so a second run maps the file without reading the stream again. The file is written under a
+    temporary name and renamed when complete, the JSON last, like :func:`tokenize_cached`.
+    """
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, np.integer)) or max_tokens < 2:
+        raise DataError(f"max_tokens must be an integer >= 2 for a streamed dataset, got {max_tokens!r}")
+    try:
+        import datasets
+    except ImportError as e:
+        raise DataError("a streamed Hugging Face dataset needs the 'datasets' package (pip install datasets)") from e
+    cache = Path(os.path.expanduser(os.fspath(cache_dir)))
+    cache.mkdir(parents=True, exist_ok=True)
+    vocab_size = int(tokenizer.vocab_size)
+    spec = json.dumps([f"sfbench-stream-v{CACHE_FORMAT_VERSION}", tokenizer.name, _stream_fingerprint(str(name)),
+                       config, split, text_field, int(max_tokens)])
+    key = hashlib.sha256(spec.encode()).hexdigest()
+    stem = f"{_slug(str(name))}-{_slug(tokenizer.name, 20)}-{key[:24]}"
+    bin_path, meta_path = cache / f"{stem}.bin", cache / f"{stem}.json"
+    meta = _read_meta(meta_path, bin_path, tokenizer)
+    hit = meta is not None
+    where = f"Hugging Face dataset {name!r} (config {config!r}, split {split!r}, streamed)"
+    if not hit:
+        local = Path(os.path.expanduser(str(name)))
+        try:
+            ds = datasets.load_dataset(str(local) if local.exists() else str(name), config, split=split,
+                                       streaming=True)
+        except Exception as e:
+            raise DataError(f"could not open {where}: {type(e).__name__}: {e}; a hub name needs network (or set "
+                            "task.data.hf_dataset to a local directory of data files)") from e
+        dtype = token_dtype(vocab_size)
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{stem}.", suffix=".tmp")
+        written, docs, chars, chunk, next_report = 0, 0, 0, [], progress_every
+        try:
+            with os.fdopen(fd, "wb") as out:
+                def flush() -> None:
+                    nonlocal written, chunk
+                    if not chunk or written >= max_tokens:
+                        chunk = []
+                        return
+                    ids = np.asarray(tokenizer.encode("\n\n".join(chunk) + "\n\n"))
+                    chunk = []
+                    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+                        raise DataError(f"tokenizer {tokenizer.name!r} produced ids outside [0, {vocab_size})")
+                    ids = ids[: max_tokens - written].astype(dtype, copy=False)
+                    out.write(memoryview(np.ascontiguousarray(ids)).cast("B"))
+                    written += int(ids.size)
+
+                for row in ds:
+                    value = row.get(text_field) if isinstance(row, dict) else None
+                    if value is None:
+                        if text_field not in row:
+                            raise DataError(f"{where} has no column {text_field!r}; its columns are "
+                                            f"{sorted(row)}; set task.data.hf_text_field")
+                        continue
+                    chunk.append(str(value))
+                    docs, chars = docs + 1, chars + len(value)
+                    if sum(map(len, chunk)) >= 1_000_000:
+                        flush()
+                        if written >= next_report:
+                            print(f"sfbench: streamed {written:,} of {max_tokens:,} tokens from {name} "
+                                  f"({docs:,} documents)", file=sys.stderr, flush=True)
+                            next_report += progress_every
+                    if written >= max_tokens:
+                        break
+                flush()
+                out.flush()
+                os.fsync(out.fileno())
+            if written < 2:
+                raise DataError(f"{where} gave no text to train on")
+            os.replace(tmp, bin_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        meta = {"format_version": CACHE_FORMAT_VERSION, "dtype": np.dtype(dtype).name, "length": written,
+                "tokenizer": tokenizer.name, "vocab_size": vocab_size, "cache_key": key, "source": spec,
+                "documents": docs, "text_chars": chars, "complete_stream": written < max_tokens}
+        _atomic_write_bytes(meta_path, (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    n = int(meta["length"])
+    tokens = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(n,))
+    n_train = n - int(round(n * float(val_frac)))
+    return TokenData(tokens=tokens, train=tokens[:n_train], val=tokens[n_train:], vocab_size=vocab_size,
+                     tokenizer_name=tokenizer.name, path=bin_path, meta=meta, cache_hit=hit)
 
 
 # --------------------------------------------------------------------------- #

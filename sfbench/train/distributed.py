@@ -102,21 +102,27 @@ def shard(batch: Any, info: DistInfo) -> Any:
     contiguous parts; other values (a step number, None for full-batch testbeds) are kept as they are."""
     if not info.active or batch is None:
         return batch
+    return split_rows(batch, info.rank, info.world, "processes")
+
+
+def split_rows(batch: Any, part: int, parts: int, who: str = "micro-batches") -> Any:
+    """Rows [part·n/parts, (part+1)·n/parts) of every tensor in a batch (also inside tuples, lists, dicts); other
+    values are kept. Ranks take their shard this way, and gradient accumulation its micro-batches of a shard."""
     if isinstance(batch, torch.Tensor):
         if batch.dim() == 0:
             return batch
         n = batch.shape[0]
-        if n % info.world:
-            raise ConfigError(f"the batch has {n} rows, which {info.world} processes can't share equally; make the "
-                              f"batch size a multiple of the number of processes")
-        part = n // info.world
-        return batch[info.rank * part:(info.rank + 1) * part]
+        if n % parts:
+            raise ConfigError(f"the batch has {n} rows, which {parts} {who} can't share equally; make the "
+                              f"batch size a multiple of the number of {who}")
+        size = n // parts
+        return batch[part * size:(part + 1) * size]
     if isinstance(batch, tuple):
-        return tuple(shard(b, info) for b in batch)
+        return tuple(split_rows(b, part, parts, who) for b in batch)
     if isinstance(batch, list):
-        return [shard(b, info) for b in batch]
+        return [split_rows(b, part, parts, who) for b in batch]
     if isinstance(batch, dict):
-        return {k: shard(v, info) for k, v in batch.items()}
+        return {k: split_rows(v, part, parts, who) for k, v in batch.items()}
     return batch
 
 

@@ -62,6 +62,7 @@ class TrainerConfig:
     precision: str = "fp32"          # fp32 | bf16 (autocast)
     compile: bool = False            # torch.compile of the model
     grad_clip: float | None = None   # max global grad norm, or None
+    grad_accum: int = 1              # micro-batches per optimizer step (the task's batch is split N ways)
     eval_every: int | str = "auto"   # auto: ~50 evaluations, fewer when evaluating is expensive (cadence.py); 0: end
     eval_share: float = 0.1          # auto: evaluating costs at most this share of the training time
     ckpt_every: int = 200            # 0: only at the end (and on preemption)
@@ -227,6 +228,27 @@ class Trainer:
                 self.task.loss(model, batch)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
+
+    def _forward_backward(self, forward, batch) -> tuple[torch.Tensor, float | None]:
+        """Loss and gradient of one optimizer step's batch, over `grad_accum` micro-batches: each micro-batch's mean
+        loss is back-propagated with weight 1/N, so the accumulated gradient is the whole batch's mean gradient.
+        Returns the mean loss and the mean ℓ* over the micro-batches (None if the task gives none) — the whole
+        batch's values, which is what SF-Polyak [B1] needs (equal micro-batch sizes make the mean of means exact)."""
+        n = self.cfg.grad_accum
+        if n == 1:
+            with self._autocast():
+                loss, lower_bound = self.task.loss(forward, batch)
+            loss.backward()
+            return loss.detach(), lower_bound
+        total, bounds = None, []
+        for part in range(n):
+            with self._autocast():
+                loss, lower_bound = self.task.loss(forward, distributed.split_rows(batch, part, n))
+            (loss / n).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+            bounds.append(lower_bound)
+        mean_bound = None if any(b is None for b in bounds) else sum(float(b) for b in bounds) / n
+        return total / n, mean_bound
 
     def _autocast(self):
         if self.cfg.precision == "bf16":
@@ -423,8 +445,8 @@ class Trainer:
             for step in range(start + 1, cfg.steps + 1):
                 t0 = time.perf_counter()
                 batch = distributed.shard(self.task.batch(step - 1), self.dist)
-                with self._autocast():
-                    loss, lower_bound = self.task.loss(forward, batch)
+                opt.zero_grad(set_to_none=True)
+                loss, lower_bound = self._forward_backward(forward, batch)
                 # one all-reduce with N processes: the mean loss and ℓ*, and whether any rank was asked to stop
                 loss_value, lower_bound, stop_now = distributed.reduce_step(
                     self.dist, loss, lower_bound, self._stop_signal is not None, self.device)
@@ -437,8 +459,6 @@ class Trainer:
                     self.sink.log(last)
                     print(f"sfbench: loss {loss_value:.4g} at step {step}: the run diverged", file=sys.stderr)
                     break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
                 distributed.average_gradients(self.dist, params)
                 grads = [p.grad for p in params if p.grad is not None]
                 if cfg.grad_clip:
