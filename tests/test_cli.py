@@ -46,7 +46,7 @@ BAD = [
     (["task.data.batch_size=0"], "task.data.batch_size=0"),
     (["task.data.source=file", "task.data.path=/no/such/file.txt"], "task.data.path='/no/such/file.txt'"),
     (["task=cifar"], "task='cifar' is not an option; choose one of cifar10, distill, gpt"),
-    (["opt=sf_adam"], "choose one of adamw, sf_adamw"),
+    (["opt=sf_adam"], "choose one of adamw, iam, iam_adam, muon, sf_adamw"),   # every option, sorted
     (["opt.lrr=1"], "opt.lrr"),
     (["opt.weighting=linear"], "opt.weighting='linear'"),
     (["sched=wsd", "sched.cooldown=exp"], "sched.cooldown='exp'"),
