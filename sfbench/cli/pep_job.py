@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-PEP_KEYS = ("method", "T", "beta", "gamma", "alpha", "averaging", "L", "delta", "anchor", "solver")
+PEP_KEYS = ("method", "T", "beta", "gamma", "alpha", "c", "averaging", "L", "delta", "anchor", "solver")
 
 
 def check_pep(node: Any) -> dict:

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from . import data, figures, html
+from . import data, figures, html, pep
 from .data import ReportError, analyze, json_safe, load
 
 __all__ = ["ReportError", "analyze", "build_report", "load"]
@@ -95,7 +95,10 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
     runs = load(root)
     out = Path(out) if out is not None else root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    result = analyze(runs, metric, g_param=g_param, profile_tol=profile_tol)
+    pep_section = pep.section(runs, out)            # PEP jobs (sfn_pep): worst cases over T, not training curves
+    runs = [r for r in runs if not pep.is_pep(r)]
+    result = (analyze(runs, metric, g_param=g_param, profile_tol=profile_tol) if runs or pep_section is None
+              else pep.EMPTY_ANALYSIS)
     every, runs = runs, data.comparable_runs(runs)
     tasks = {}
     for r in runs:
@@ -117,7 +120,7 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
         "source": str(root.absolute()), "source_name": root.absolute().name,
         "generated": _dt.datetime.now().isoformat(timespec="seconds"),
         "metric_arg": metric, "tasks": [label for _, label in sorted(tasks.items(), key=lambda kv: kv[1])],
-        **result, "figures": figs, "warnings": _warnings(every), "wandb": None,
+        **result, "figures": figs, "warnings": _warnings(every), "wandb": None, "pep": pep_section,
     }
     report["method_notes"] = _notes(report, g_param)
     use_wandb = wandb if wandb is not None else _wandb_wanted(runs)

@@ -539,7 +539,8 @@ def best_lrs(runs: list[Run]) -> list[dict]:
                 by_lr[r.lr].append(r.final)
         observed = min(by_lr, key=lambda lr: float(np.mean(by_lr[lr]))) if by_lr else float("nan")
         row = {"task": task, "method": method, "optimizer": group[0].optimizer, "schedule": group[0].schedule,
-               "lr_role": role, "bound": kind, "observed": observed, "D": D, "G2": G2, "T": T, "n_lrs": len(by_lr)}
+               "lr_role": role, "bound": kind, "observed": observed, "D": D, "G2": G2, "T": T, "n_lrs": len(by_lr),
+               "observed_by": observed_by(group)}
         if role == "cap":
             out.append({**row, "rule": None, "predicted": float("nan"), "predicted_C2": float("nan"),
                         "ratio": float("nan"), "B": float("nan"), "B_source": None,
@@ -558,6 +559,15 @@ def best_lrs(runs: list[Run]) -> list[dict]:
                     "ratio": pred / observed if observed and math.isfinite(observed) else float("nan"),
                     "B": B, "B_source": B_source, "note": None})
     return out
+
+
+def observed_by(group: list[Run]) -> str:
+    """How the observed best lr was found: `grid` (the sweep's values), or the tuning sweeper and its trial count
+    (e.g. `tune_lr: 20 trials`, hydra/sweeper=tune_lr: Optuna's TPE) — the tuned lr the prediction is set beside."""
+    sweepers = {str(r.config.get("choices.hydra/sweeper")) for r in group if r.config.get("choices.hydra/sweeper")}
+    if not sweepers:
+        return "grid"
+    return f"{', '.join(sorted(sweepers))}: {len(group)} trials"
 
 
 def steps_to_target(run: Run, target: float) -> float:

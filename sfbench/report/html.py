@@ -145,9 +145,10 @@ def render(report: dict) -> str:
         if rows:
             parts.append("<h3>Predicted vs observed best learning rate</h3>")
             parts.append(table(["method", "swept", "bound", "rule", "predicted best", "observed best",
-                                "ratio pred/obs", "[C2] γ*", "D", "G²", "B = mean h²", "B from", "T"],
+                                "observed by", "ratio pred/obs", "[C2] γ*", "D", "G²", "B = mean h²", "B from", "T"],
                                [[b["method"], "cap" if b.get("lr_role") == "cap" else "base lr", b["bound"],
-                                 b["rule"] or "none (adaptive step)", b["predicted"], b["observed"], b["ratio"],
+                                 b["rule"] or "none (adaptive step)", b["predicted"], b["observed"],
+                                 b.get("observed_by", "grid"), b["ratio"],
                                  b["predicted_C2"], b["D"], b["G2"], b["B"], b["B_source"], b["T"]]
                                 for b in rows], left=2))
         corr = [c for c in report["prediction"]["correlations"] if c["task"] == task]
@@ -186,6 +187,9 @@ def render(report: dict) -> str:
         parts.append("<p class=\"meta\">targets: " + ", ".join(f"{e(t)} = {fmt(v)}" for t, v in
                                                               prof["targets"].items()) + "</p>")
 
+    if report.get("pep"):
+        from .pep import html as pep_html
+        parts.append(pep_html(report["pep"]))
     parts.append("<h2>Runs</h2>")
     runs = report["runs"]
     parts.append(table(["run", "task", "method", "lr", "seed", "status", "steps", "final metric", "final bound",

@@ -1,0 +1,195 @@
+"""The seed experiments as presets (configs/experiment/): each composes to the papers' setup (the numbers below are
+the issue's reading of the authors' configs, not sfbench's output), and each small form runs offline end to end
+through the report (slow: CI runs them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import subprocess_env
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ("sfs_distill_shakespeare", "sfs_distill_fineweb", "sfs_cifar_bound", "sfn_pep")
+SFS_METHODS = ("adamw_wsd", "sf_adamw", "sf_polyak_adam", "iam_adam", "sgd", "sf_sgd", "sf_polyak", "iam")
+
+
+def compose(*overrides: str, return_hydra: bool = False):
+    """The config `python -m sfbench OVERRIDES` composes (Hydra's compose API on the same config directory)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sfbench.cli.sweep import register_resolvers
+    from sfbench.cli.validate import config_dir
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra)
+
+
+def sweep_params(preset: str, smoke: bool) -> dict[str, list[str]]:
+    cfg = compose(f"experiment={preset}", f"smoke={str(smoke).lower()}", return_hydra=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    return {k: str(v).split(",") for k, v in params.items()}
+
+
+def test_presets_are_the_ones_the_readme_lists():
+    found = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("s*.yaml") if p.stem.startswith(("sfs_", "sfn_")))
+    assert found == sorted(PRESETS)
+    readme = (ROOT / "README.md").read_text()
+    for name in PRESETS:
+        assert f"experiment={name}" in readme, name
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("smoke", [False, True])
+def test_every_job_of_every_preset_composes_and_resolves(preset, smoke):
+    params = sweep_params(preset, smoke)
+    assert params, "a preset is a whole sweep"
+    for value in params.pop("opt.lr", []):
+        assert float(value) > 0
+    # every value of every other swept key (the lr only sets a number); the keys vary one at a time
+    jobs = [[]] + [[f"{k}={v}"] for k, values in params.items() for v in values[1:]]
+    first = [f"{k}={values[0]}" for k, values in params.items()]
+    for job in jobs:
+        overrides = {o.split("=")[0]: o for o in first + job}
+        cfg = compose(f"experiment={preset}", f"smoke={str(smoke).lower()}", *overrides.values())
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        assert resolved["smoke"] is smoke
+        if "pep" not in resolved or resolved["pep"] is None:
+            assert resolved["trainer"]["steps"] >= 1
+
+
+def test_shakespeare_preset_is_the_authors_setup():
+    """SFS distillation (authors' configs): gpt2-medium teacher and tokenizer, 4 × 768 × 8 student with the GPT-2
+    vocabulary, context 512, bf16, 4,096 tokens per step, eight methods, lrs/caps 1e-4 … 0.3."""
+    params = sweep_params("sfs_distill_shakespeare", False)
+    assert sorted(params["sfs_method"]) == sorted(SFS_METHODS)
+    lrs = sorted(float(x) for x in params["opt.lr"])
+    assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(0.3)
+    cfg = OmegaConf.to_container(compose("experiment=sfs_distill_shakespeare"), resolve=True)
+    task = cfg["task"]
+    assert task["teacher"]["name_or_path"] == "gpt2-medium"
+    assert task["data"]["tokenizer"] == "auto"          # the teacher's
+    assert (task["student"]["n_layer"], task["student"]["n_embd"], task["student"]["n_head"]) == (4, 768, 8)
+    assert task["data"]["block_size"] == 512
+    # task.data.batch_size is the optimizer step's batch (trainer.grad_accum splits it into micro-batches)
+    assert task["data"]["batch_size"] * task["data"]["block_size"] == 4096
+    assert cfg["trainer"]["precision"] == "bf16"
+
+
+def test_fineweb_preset_is_the_authors_setup():
+    """At FineWeb scale: gpt-neo-2.7B teacher, 12 × 768 student, 2^18 tokens per step, clipping 1.0, streamed."""
+    cfg = OmegaConf.to_container(compose("experiment=sfs_distill_fineweb"), resolve=True)
+    task = cfg["task"]
+    assert task["teacher"]["name_or_path"] == "EleutherAI/gpt-neo-2.7B"
+    assert (task["student"]["n_layer"], task["student"]["n_embd"]) == (12, 768)
+    assert task["data"]["batch_size"] * task["data"]["block_size"] == 2 ** 18
+    assert task["data"]["batch_size"] % cfg["trainer"]["grad_accum"] == 0     # micro-batches of equal size
+    assert cfg["trainer"]["grad_clip"] == 1.0
+    assert task["data"]["hf_streaming"] is True and task["data"]["hf_dataset"] == "HuggingFaceFW/fineweb"
+
+
+def test_cifar_preset_compares_wsd_and_cosine_for_an_sgd_base_sf_and_sgd_momentum():
+    params = sweep_params("sfs_cifar_bound", False)
+    assert sorted(params["sched"]) == ["cosine", "wsd"]
+    assert len(params["opt.lr"]) >= 5
+    cfg = OmegaConf.to_container(compose("experiment=sfs_cifar_bound", "sfs_method=sf_sgd_schedulet"), resolve=True)
+    assert cfg["task"]["_target_"].endswith("Cifar10Task") or "cifar" in cfg["task"]["_target_"].lower()
+    assert cfg["opt"]["_target_"] == "sfbench.optim.SFSGD" and cfg["opt"]["weighting"] == "schedulet"
+    sgd = OmegaConf.to_container(compose("experiment=sfs_cifar_bound", "sfs_method=sgd", "sched=cosine"), resolve=True)
+    assert sgd["opt"]["_target_"] == "torch.optim.SGD"
+    assert sgd["sched"]["name"] == "cosine" and sgd["sched"]["warmup_steps"] == cfg["sched"]["warmup_steps"]
+
+
+def test_pep_preset_sweeps_sfn_methods_including_increasing_averaging():
+    params = sweep_params("sfn_pep", False)
+    assert {"sf_constant", "sf_linear", "sf_poly", "sf_increasing", "xz_distance"} <= set(params["pep.method"])
+    assert compose("experiment=sfn_pep").pep.T == "1-40"
+    assert compose("experiment=sfn_pep", "smoke=true").pep.T == "1-6"
+
+
+# -- the small forms, end to end (slow) -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def standins_dir(tmp_path_factory):
+    """The stand-ins the small forms read, made here with transformers (sfbench/tasks/standins.py)."""
+    from sfbench.tasks import standins
+
+    root = tmp_path_factory.mktemp("standins")
+    standins.ensure(root)
+    return root
+
+
+def _sfbench(args, env, cwd, timeout=900):
+    out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                         timeout=timeout)
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_small_form_runs_offline_through_the_report(preset, standins_dir, sfbench_env, tmp_path):
+    env = subprocess_env(sfbench_env)
+    env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
+    sweep = tmp_path / "sweep"
+    out = _sfbench(["sfbench", "-m", f"experiment={preset}", "smoke=true", f"paths.standins={standins_dir}",
+                    "logger=none", f"hydra.sweep.dir={sweep}"], env, tmp_path)
+    summaries = [json.loads(p.read_text()) for p in sweep.rglob("summary.json")]
+    n_jobs = 1
+    for values in sweep_params(preset, True).values():
+        n_jobs *= len(values)
+    assert len(summaries) == n_jobs
+    assert all(s["status"] in ("completed", "diverged") for s in summaries), [s["status"] for s in summaries]
+    assert "report" in out.stdout          # the sweep's closing table names the report command
+    _sfbench(["sfbench.report", str(sweep)], env, tmp_path)
+    report = json.loads((sweep / "report" / "report.json").read_text())
+    if preset == "sfn_pep":
+        methods = {row["method"] for row in report["pep"]["runs"]}
+        assert methods == set(sweep_params(preset, True)["pep.method"])
+        assert all(row["T"] == list(range(1, 7)) or row["n_T"] == 6 for row in report["pep"]["runs"])
+        assert (sweep / "report" / report["pep"]["figure"]).is_file()
+        return
+    labels = {row["method"] for row in report["methods"]}
+    if preset.startswith("sfs_distill"):
+        assert len(labels) == len(SFS_METHODS), labels       # eight methods, never pooled
+    else:
+        assert len(labels) == 2, labels
+    assert len(report["figures"]) >= 3
+    assert "report.html" in os.listdir(sweep / "report")
+
+
+@pytest.mark.slow
+def test_hub_teacher_key_resolves_from_a_local_hub_cache(standins_dir, sfbench_env, tmp_path):
+    """The full Shakespeare preset, untouched teacher key `gpt2-medium`: with the hub offline, transformers finds the
+    teacher and its tokenizer in a local hub cache (the layout `huggingface-cli download` leaves), as it would for a
+    user who downloaded gpt2-medium once. Only the sizes are shrunk, through the keys a user sets."""
+    hub = tmp_path / "hub"
+    snapshot = hub / "models--gpt2-medium" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(standins_dir / "teacher-gpt2", snapshot)
+    (hub / "models--gpt2-medium" / "refs").mkdir(parents=True)
+    (hub / "models--gpt2-medium" / "refs" / "main").write_text(snapshot.name)
+    env = subprocess_env(sfbench_env)
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub), TINYSHAKESPEARE=str(standins_dir / "tinyshakespeare.txt"))
+    run = tmp_path / "run"
+    _sfbench(["sfbench", "experiment=sfs_distill_shakespeare", "sfs_method=sf_polyak_adam", "logger=none",
+              "trainer.steps=3", "trainer.precision=fp32", "task.data.block_size=32", "task.student.n_layer=1",
+              "task.student.n_embd=32", "task.student.n_head=2", "task.eval_batches=1", f"hydra.run.dir={run}"],
+             env, tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    config = OmegaConf.load(run / "config.yaml")
+    assert config.task.teacher.name_or_path == "gpt2-medium"
+    from transformers import AutoTokenizer
+    vocab = len(AutoTokenizer.from_pretrained(str(standins_dir / "teacher-gpt2")))
+    assert summary["task"]["vocab_size"] == vocab if "vocab_size" in summary.get("task", {}) else True
