@@ -126,12 +126,16 @@ def sweep_rows(sweep: Path) -> list[dict]:
             config = {}
         final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
         key = primary_metric(final)
+        pep = config.get("pep") if isinstance(config.get("pep"), dict) else None
+        if pep:         # a PEP job (sfn_pep): its method and the worst case at the largest T, no optimizer or lr
+            key = "pep/worst_case" if isinstance(final.get("pep/worst_case"), (int, float)) else None
         rows.append({"run": str(d.relative_to(sweep)) if d != sweep else d.name,
-                     "method": (config.get("choices") or {}).get("opt") or "?",
-                     "lr": (config.get("opt") or {}).get("lr"),
+                     "method": f"pep {pep.get('method')}" if pep else (config.get("choices") or {}).get("opt") or "?",
+                     "lr": None if pep else (config.get("opt") or {}).get("lr"),
                      "status": summary.get("status", "unknown"),
                      "steps": f"{_num(summary.get('steps_done'))}/{_num(summary.get('total_steps'))}",
-                     "metric": key, "final": final.get(key) if key else None, "fit": fit_state(summary)})
+                     "metric": key, "final": final.get(key) if key else None,
+                     "fit": f"PEP, T ≤ {final.get('pep/T')}" if pep else fit_state(summary)})
     return rows
 
 
@@ -143,7 +147,7 @@ def describe_sweep(sweep: Path) -> list[str]:
     metrics = sorted({r["metric"] for r in rows if r["metric"]})
     table = [["run", "method", "lr", "status", "steps", " / ".join(metrics) or "final", "bound"]]
     for name, r in zip(names, rows):
-        table.append([name, r["method"], _num(r["lr"]), r["status"], r["steps"],
+        table.append([name, r["method"], _num(r["lr"]) if r["lr"] is not None else "–", r["status"], r["steps"],
                       _num(r["final"]) if r["final"] is not None else "–", r["fit"]])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     statuses: dict[str, int] = {}

@@ -57,7 +57,9 @@ def main(argv=None) -> int:
     with_theory = sum(1 for r in report["runs"] if r["bound"] and r["status"] != "diverged")
     print(f"sfbench.report: wrote {out_dir / 'report.html'} ({report['n_runs']} runs, "
           f"{len(report['methods'])} methods, {len(report['figures'])} figures, bound fitted for {fitted} of "
-          f"{with_theory} runs with theory; {report['seconds']:.1f} s)")
+          f"{with_theory} runs with theory"
+          + (f"; {len(report['pep']['runs'])} PEP runs" if report.get("pep") else "")
+          + f"; {report['seconds']:.1f} s)")
     if args.dashboard and (report.get("wandb_dashboard") or {}).get("error"):
         print(f"sfbench.report: W&B dashboard failed: {report['wandb_dashboard']['error']}", file=sys.stderr)
         return 1

@@ -99,12 +99,16 @@ def render(report: dict) -> str:
     metrics = ", ".join(f"{e(t)}: <code>{e(m)}</code>" for t, m in report["metric"].items())
     fitted = sum(1 for r in report["runs"] if r["fit"] and r["fit"].get("method") != "insufficient")
     fittable = sum(1 for r in report["runs"] if r["status"] != "diverged" and r["bound"])
-    parts.append(f"<h1>sfbench report</h1>"
-                 f"<p class=\"meta\"><span class=\"path\">{e(report['source'])}</span><br>"
-                 f"{report['n_runs']} runs ({e(statuses)}); {len(report.get('methods') or [])} method(s); "
-                 f"bound fitted for {fitted} of {fittable} run(s) with theory; "
-                 f"metric {metrics}; generated {e(report['generated'])}"
-                 + (f" in {report['seconds']:.1f} s" if report.get("seconds") is not None else "") + "</p>")
+    if not report["runs"] and report.get("pep"):
+        parts.append(f"<h1>sfbench report</h1><p class=\"meta\"><span class=\"path\">{e(report['source'])}</span><br>"
+                     f"{len(report['pep']['runs'])} PEP runs; generated {e(report['generated'])}</p>")
+    else:
+        parts.append(f"<h1>sfbench report</h1>"
+                     f"<p class=\"meta\"><span class=\"path\">{e(report['source'])}</span><br>"
+                     f"{report['n_runs']} runs ({e(statuses)}); {len(report.get('methods') or [])} method(s); "
+                     f"bound fitted for {fitted} of {fittable} run(s) with theory; "
+                     f"metric {metrics}; generated {e(report['generated'])}"
+                     + (f" in {report['seconds']:.1f} s" if report.get("seconds") is not None else "") + "</p>")
     if report["warnings"]:
         parts.append("<ul class=\"notes\">" + "".join(f"<li>{e(w)}</li>" for w in report["warnings"]) + "</ul>")
 
@@ -190,6 +194,9 @@ def render(report: dict) -> str:
     if report.get("pep"):
         from .pep import html as pep_html
         parts.append(pep_html(report["pep"]))
+    if not report["runs"] and report.get("pep"):       # only PEP jobs: no training runs to list or explain
+        parts.append("</body></html>\n")
+        return "\n".join(parts)
     parts.append("<h2>Runs</h2>")
     runs = report["runs"]
     parts.append(table(["run", "task", "method", "lr", "seed", "status", "steps", "final metric", "final bound",
