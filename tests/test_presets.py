@@ -195,3 +195,49 @@ def test_hub_teacher_key_resolves_from_a_local_hub_cache(standins_dir, sfbench_e
     from transformers import AutoTokenizer
     assert summary["task"]["vocab_size"] == len(AutoTokenizer.from_pretrained(str(snapshot)))
     assert "gpt2-medium" in json.dumps(summary["task"]["teacher"])
+
+
+def test_report_reads_pep_jobs_and_recovers_a_known_rate(tmp_path):
+    """A PEP job's directory as sfbench/cli/pep_job.py writes it, with worst cases 2·T^−0.7 built here: the report
+    lists it apart from training runs and its T^−a fit finds a = 0.7 (and prefers it to 1/log(T+1))."""
+    from sfbench.report import build_report
+    from sfbench.tracking.run_record import RunRecord
+
+    run = tmp_path / "sweep" / "pep.method=sf_constant"
+    record = RunRecord(run)
+    record.write_config({"pep": {"method": "sf_constant", "T": "1-12", "beta": 1.0}, "choices": {"opt": "sf_adamw"},
+                         "opt": {"lr": 0.0025}, "task": {"_target_": "x"}})
+    Ts = list(range(1, 13))
+    lines = ["method,T,worst_case"] + [f"sf_constant,{t},{2 * t ** -0.7!r}" for t in Ts]
+    (run / "pep.csv").write_text("\n".join(lines) + "\n")
+    record.write_summary("completed", steps_done=12, total_steps=12, final={"pep/T": 12, "pep/worst_case": 2 * 12 ** -0.7})
+    record.close()
+    report = build_report(tmp_path / "sweep", wandb=False)
+    assert report["runs"] == [] and report["methods"] == []
+    (row,) = report["pep"]["runs"]
+    assert row["method"] == "sf_constant" and row["T"] == Ts
+    power = next(f for f in row["fits"] if f["form"] == "T^-a")
+    inv_log = next(f for f in row["fits"] if f["form"] == "1/log(T+1)")
+    assert power["a"] == pytest.approx(0.7, abs=1e-9) and power["C"] == pytest.approx(2.0, rel=1e-9)
+    assert power["rms_log_residual"] < 1e-9 < inv_log["rms_log_residual"]
+    assert (tmp_path / "sweep" / "report" / report["pep"]["figure"]).is_file()
+    assert "PEP worst cases" in (tmp_path / "sweep" / "report" / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_tuned_lr_sits_beside_the_predicted_one(sfbench_env, tmp_path):
+    """hydra/sweeper=tune_lr: Optuna proposes lrs, each a run; the report's prediction table names the best trial's
+    lr as found by the tuner (with the number of trials) next to the theory-predicted lr of the same runs."""
+    env = subprocess_env(sfbench_env)
+    sweep = tmp_path / "tuned"
+    out = _sfbench(["sfbench", "-m", "task=logreg", "opt=sgd", "hydra/sweeper=tune_lr", "hydra.sweeper.n_trials=4",
+                    "trainer.steps=60", "logger=none", f"hydra.sweep.dir={sweep}"], env, tmp_path)
+    assert "4 runs" in out.stdout
+    configs = [OmegaConf.load(p) for p in sweep.rglob("config.yaml")]
+    assert len({c.opt.lr for c in configs}) == 4 and all(c.choices["hydra/sweeper"] == "tune_lr" for c in configs)
+    _sfbench(["sfbench.report", str(sweep)], env, tmp_path)
+    report = json.loads((sweep / "report" / "report.json").read_text())
+    (row,) = report["prediction"]["best_lr"]
+    assert row["observed_by"] == "tune_lr: 4 trials"
+    assert row["observed"] in {float(c.opt.lr) for c in configs}
+    assert row["predicted"] > 0 and row["rule"] in ("C2", "C3")

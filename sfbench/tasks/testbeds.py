@@ -147,6 +147,12 @@ class _Testbed(Task):
         raise NotImplementedError
 
 
+def _planted_linear_targets(task, g) -> None:
+    """b = A w♯ + σ ε with w♯ and ε standard normal (`task.noise` = σ): the regression testbeds' targets."""
+    task.w_planted = torch.randn(task.d, generator=g, dtype=F64)
+    task.targets = task.A @ task.w_planted + task.noise * torch.randn(task.n, generator=g, dtype=F64)
+
+
 class QuadraticTask(_Testbed):
     """Least squares f(w) = 1/(2n)‖Aw − b‖², b = A w♯ + σ ε (`noise` = σ; 0 with n ≤ d interpolates)."""
 
@@ -158,8 +164,7 @@ class QuadraticTask(_Testbed):
         self.noise = float(check_number("task.noise", noise, 0, hi_open=True))
 
     def _make_targets(self, g):
-        self.w_planted = torch.randn(self.d, generator=g, dtype=F64)
-        self.targets = self.A @ self.w_planted + self.noise * torch.randn(self.n, generator=g, dtype=F64)
+        _planted_linear_targets(self, g)
 
     def _solve(self):
         """The minimiser gradient methods reach from w₀: the minimum-norm solution plus w₀'s component in the null
@@ -297,8 +302,7 @@ class LADTask(_LPTestbed):
         self.noise = float(check_number("task.noise", noise, 0, hi_open=True))
 
     def _make_targets(self, g):
-        self.w_planted = torch.randn(self.d, generator=g, dtype=F64)
-        self.targets = self.A @ self.w_planted + self.noise * torch.randn(self.n, generator=g, dtype=F64)
+        _planted_linear_targets(self, g)
 
     def objective(self, w, idx=None):
         A, b = (self.A, self.targets) if idx is None else (self.A[idx], self.targets[idx])
