@@ -340,7 +340,7 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
         _title(ax, method, group)
         ax.set_xlabel("cap γ_max (opt.lr)" if group[0].lr_role == "cap" else "base lr (opt.lr)")
         ax.set_ylabel(f"final {metric}")
-        ax.tick_params(axis="y", labelleft=True)
+        ax.tick_params(axis="y", which="both", labelleft=True)
         ax.grid(alpha=0.3, which="both")
         if handles:
             ax.legend(handles=handles, fontsize=7)
