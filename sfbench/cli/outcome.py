@@ -112,6 +112,7 @@ def _short_names(names: list[str]) -> list[str]:
 
 
 def sweep_rows(sweep: Path) -> list[dict]:
+    from ..report.identity import lr_is_cap
     from ..tracking import find_runs, read_config, read_summary
 
     rows = []
@@ -126,9 +127,10 @@ def sweep_rows(sweep: Path) -> list[dict]:
             config = {}
         final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
         key = primary_metric(final)
+        opt = config.get("opt") if isinstance(config.get("opt"), dict) else {}
         rows.append({"run": str(d.relative_to(sweep)) if d != sweep else d.name,
                      "method": (config.get("choices") or {}).get("opt") or "?",
-                     "lr": (config.get("opt") or {}).get("lr"),
+                     "lr": opt.get("lr"), "cap": lr_is_cap({"opt.lr_rule": opt.get("lr_rule")}),
                      "status": summary.get("status", "unknown"),
                      "steps": f"{_num(summary.get('steps_done'))}/{_num(summary.get('total_steps'))}",
                      "metric": key, "final": final.get(key) if key else None, "fit": fit_state(summary)})
@@ -143,7 +145,7 @@ def describe_sweep(sweep: Path) -> list[str]:
     metrics = sorted({r["metric"] for r in rows if r["metric"]})
     table = [["run", "method", "lr", "status", "steps", " / ".join(metrics) or "final", "bound"]]
     for name, r in zip(names, rows):
-        table.append([name, r["method"], _num(r["lr"]), r["status"], r["steps"],
+        table.append([name, r["method"], _num(r["lr"]) + (" (cap)" if r["cap"] else ""), r["status"], r["steps"],
                       _num(r["final"]) if r["final"] is not None else "–", r["fit"]])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     statuses: dict[str, int] = {}
