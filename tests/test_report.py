@@ -552,6 +552,13 @@ def test_wandb_line_plots_keep_caps_on_their_own_axis(tmp_path):
     assert all("predicted best" in k for k in charts["report/lr/logreg"]["keys"])
     fits = {k: v for k, v in charts.items() if k.startswith("report/fit/")}
     assert len(fits) == len(ONE_CLASS) * len(lrs)
+    # long names (Hydra's, every override) become short keys that stay distinct
+    from sfbench.report.wandb_report import KEY_TAIL, chart_key
+
+    long = "opt.lr=0.1,opt.weighting=lr,opt=sf_sgd,sched=constant,task.batch_size=16,task=logreg,trainer.steps="
+    keys = {chart_key("report/fit/", long + str(n), {}) for n in (1000, 2000)}
+    assert len(keys) == 2 and all(len(k) <= len("report/fit/") + KEY_TAIL for k in keys)
+    assert chart_key("report/fit/", "a", {"report/fit/a": 1}) == "report/fit/a_2"
     steps = np.arange(EVAL_EVERY, T + 1, EVAL_EVERY)
     for (choice, lr), w in written.items():
         chart = fits[f"report/fit/{choice}-{lr}"]
@@ -611,7 +618,9 @@ def test_wandb_offline_summary_run(tmp_path, wandb_offline, capsys):
     root = tmp_path / "wb"
     for s in ("constant", "cosine"):
         for lr in (0.03, 0.1, 0.3):
-            write_run(root / f"{s}-{lr}", schedule=s, lr=lr, seed=0, group="wbgroup",
+            # run directories named as Hydra names them: every override (W&B caps artifact names at 128 characters)
+            write_run(root / f"opt.lr={lr},opt.weighting=lr,opt=sf_sgd,sched={s},task.batch_size=16,task=logreg,"
+                             f"trainer.steps=1000", schedule=s, lr=lr, seed=0, group="wbgroup",
                       logger="sfbench.tracking.wandb_sink.WandbSink")
     from sfbench.report.__main__ import main
 

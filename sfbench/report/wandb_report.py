@@ -107,8 +107,6 @@ def line_plots(wandb, runs, best: list[dict]) -> dict:
 
     import numpy as np
 
-    from .figures import slug
-
     charts = {}
     for r in runs:
         if r.fit is None or not r.fit.ok or r.fit_steps is None:
@@ -117,7 +115,7 @@ def line_plots(wandb, runs, best: list[dict]) -> dict:
         observed = [_plain(v) for v in r.fit_observed]
         fitted = [_plain(v) for v in r.fit.curve]
         target = r.fit_target or r.metric
-        charts[f"report/fit/{slug(r.name)}"] = wandb.plot.line_series(
+        charts[chart_key("report/fit/", r.name, charts)] = wandb.plot.line_series(
             xs=[steps, steps], ys=[observed, fitted], keys=[f"observed {target}", "fitted C + M·bound"],
             title=f"{r.task} · {r.method} · {'cap' if r.lr_role == 'cap' else 'lr'}={r.lr:g}: observed vs fitted "
                   f"[C4]", xname="step")
@@ -138,10 +136,32 @@ def line_plots(wandb, runs, best: list[dict]) -> dict:
             keys.append(method + (f" (predicted best {pred:.3g})" if isinstance(pred, float) and pred > 0 else ""))
         metric = next((rr.metric for rr in runs if rr.task == task), "metric")
         swept = "the cap γ_max (opt.lr; adaptive step, no prediction)" if role == "cap" else "the base lr (opt.lr)"
-        charts[f"report/{role}/{slug(task)}"] = wandb.plot.line_series(
+        charts[chart_key(f"report/{role}/", task, charts)] = wandb.plot.line_series(
             xs=xs, ys=ys, keys=keys, title=f"{task}: final {metric} against log10 of {swept}, per method",
             xname="log10 cap γ_max" if role == "cap" else "log10 base lr")
     return charts
+
+
+#: longest chart-key tail: W&B names each chart's table artifact `run-<id>-<key>_table`, at most 128 characters
+KEY_TAIL = 60
+
+
+def chart_key(prefix: str, name: str, taken) -> str:
+    """`prefix` + the name as a W&B key: its slug, or — when longer than KEY_TAIL (a Hydra run directory named by
+    all its overrides) — the slug's head and a hash of the whole name, so the key stays unique and its artifact
+    name legal."""
+    import hashlib
+
+    from .figures import slug
+
+    tail = slug(name)
+    if len(tail) > KEY_TAIL:
+        tail = tail[:KEY_TAIL - 9] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    key, i = prefix + tail, 1
+    while key in taken:
+        i += 1
+        key = f"{prefix}{tail}_{i}"
+    return key
 
 
 def _plain(x):
