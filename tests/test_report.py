@@ -708,6 +708,7 @@ def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypat
     spec_path = root / "report" / "wandb_dashboard.json"
     assert f"wrote its spec to {spec_path}" in out
     assert f"--publish-dashboard {spec_path} --wandb-entity YOUR_ENTITY" in out
+    assert "select no runs" not in out                                    # the runs were logged to W&B
     data = json.loads(spec_path.read_text())
     report = json.loads((root / "report" / "report.json").read_text())
     assert data["group"] == "dashgroup" and data["project"] == "sfbench" and report["wandb_dashboard"]["mode"] == "offline"
@@ -747,6 +748,14 @@ def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypat
     grids = [b for b in dash.blocks if isinstance(b, wr.PanelGrid)]
     assert len(grids) == 3 and all(g.runsets[0].entity == "me" and g.runsets[0].project == "sfbench" for g in grids)
     assert main(["--publish-dashboard", str(tmp_path / "nope.json")]) == 2
+
+    # runs trained with logger=none: the spec is written, and the user is told its run sets will be empty
+    quiet = tmp_path / "quiet"
+    for lr in lrs:
+        write_run(quiet / f"sf_adamw-{lr}", schedule="constant", lr=lr, seed=0, opt=SF_ADAM, opt_choice="sf_adamw")
+    assert main([str(quiet), "--wandb-dashboard"]) == 0
+    out = capsys.readouterr().out
+    assert (quiet / "report" / "wandb_dashboard.json").is_file() and "select no runs" in out and "logger=wandb" in out
 
 
 # ---------------------------------------------------------------------------------------------------------------------
