@@ -62,3 +62,18 @@ def test_diverged_and_preempted_runs(tmp_path):
 def test_short_names():
     assert _short_names(["a=1,b=2,c=[1,2]", "a=1,b=3,c=[1,2]"]) == ["b=2", "b=3"]
     assert _short_names(["only=1"]) == ["only=1"]
+
+
+def test_sweep_table_marks_caps(tmp_path):
+    """SF-Polyak's opt.lr caps an adaptive step ([B1], lr_rule=polyak): the sweep table says so; a base lr is bare."""
+    from sfbench.cli.outcome import describe_sweep
+    from sfbench.tracking import RunRecord
+
+    for choice, rule in (("sf_polyak", "polyak"), ("sf_sgd", None)):
+        rec = RunRecord(tmp_path / f"opt={choice}")
+        rec.write_config({"opt": {"_target_": "sfbench.optim.SFSGD", "lr": 10.0, "lr_rule": rule},
+                          "choices": {"opt": choice}})
+        rec.write_summary("completed", steps_done=5, total_steps=5, final={"eval/subopt": 0.5})
+    lines = describe_sweep(tmp_path)
+    rows = {line.split()[1]: line for line in lines[3:5]}
+    assert "10 (cap)" in rows["sf_polyak"] and "(cap)" not in rows["sf_sgd"] and " 10 " in rows["sf_sgd"]

@@ -466,6 +466,106 @@ def test_spearman_interval():
     assert math.isnan(spearman([1, 2], [2, 1])["rho"])
 
 
+def test_spearman_interval_of_few_runs_is_the_whole_range():
+    """3–4 runs: resampling keeps a perfect ranking perfect (the percentile interval would read [1, 1]), and no
+    ranking of 4 runs passes an exact permutation test at 5 %: the interval is [−1, 1]. From 5 runs on, a perfect
+    ranking is significant (p = 2/5! < 0.05) and the bootstrap interval is used."""
+    from itertools import permutations
+
+    from sfbench.report.data import MIN_CI_RUNS, spearman
+
+    def exact_p(n: int) -> float:                     # two-sided exact permutation p-value of ρ = 1
+        base = np.arange(n)
+        rhos = [spearmanr(base, np.array(p)).statistic for p in permutations(range(n))]
+        return float(np.mean(np.abs(rhos) >= 1 - 1e-12))
+
+    assert exact_p(MIN_CI_RUNS - 1) > 0.05 > exact_p(MIN_CI_RUNS)
+    for n in (3, 4):
+        x = np.arange(n, dtype=float)
+        for y in (x ** 2, -x):
+            out = spearman(x, y)
+            assert abs(out["rho"]) == pytest.approx(1.0) and out["ci"] == [-1.0, 1.0] and out["n"] == n
+    five = spearman(np.arange(5.0), np.arange(5.0) ** 3)
+    assert five["rho"] == pytest.approx(1.0) and five["ci"] == pytest.approx([1.0, 1.0])
+
+
+def test_log_y_axes_are_labelled_over_their_range():
+    """A log axis spanning 0.0015–0.05 holds one power of ten: it gets its 2s and 5s labelled too, each label the
+    value at its tick; a wide axis labels only its powers of ten."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from sfbench.report.figures import _plain_log_y
+
+    def labels(lo: float, hi: float) -> dict[float, str]:
+        fig = Figure()
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        ax.plot([0, 1], [lo, hi])
+        ax.set_yscale("log")
+        ax.set_ylim(lo, hi)
+        _plain_log_y(ax)
+        fig.canvas.draw()
+        ticks = ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
+        return {t.get_loc(): t.label1.get_text() for t in ticks
+                if t.label1.get_visible() and t.label1.get_text() and lo <= t.get_loc() <= hi}
+
+    narrow = labels(0.0015, 0.05)
+    assert len(narrow) >= 5, narrow
+    for loc, text in narrow.items():
+        assert float(text) == pytest.approx(loc, rel=1e-6)
+    assert {0.002, 0.005, 0.01, 0.02} <= {round(v, 6) for v in narrow}
+    wide = labels(1e-4, 1.0)
+    assert {round(v, 8) for v in wide} == {1e-4, 1e-3, 1e-2, 1e-1, 1.0}
+
+
+def test_wandb_line_plots_keep_caps_on_their_own_axis(tmp_path):
+    """The report run's W&B lr-sensitivity line plots: base-lr methods on one chart, SF-Polyak (opt.lr is a cap) on
+    another; every line is its method's final metrics against log10(opt.lr), and every fit chart is the run's
+    evaluated metric against its fitted curve."""
+    from types import SimpleNamespace
+
+    from sfbench.report import analyze, load
+    from sfbench.report.data import comparable_runs
+    from sfbench.report.wandb_report import line_plots
+
+    root = tmp_path / "lines"
+    lrs = (0.01, 0.03, 0.1)
+    written = {}
+    for choice, extra in ONE_CLASS.items():
+        for lr in lrs:
+            written[(choice, lr)] = write_run(root / f"{choice}-{lr}", schedule="constant", lr=lr, seed=0, opt=SF_ADAM,
+                                              opt_choice=choice, opt_extra=extra)
+    runs = load(root)
+    result = analyze(runs)
+    fake = SimpleNamespace(plot=SimpleNamespace(line_series=lambda **kw: kw))
+    charts = line_plots(fake, comparable_runs(runs), result["prediction"]["best_lr"])
+    assert {k for k in charts if not k.startswith("report/fit/")} == {"report/lr/logreg", "report/cap/logreg"}
+    lines = {"lr": ("sf_adamw", "sf_schedulet"), "cap": ("sf_polyak_adam",)}
+    for role, methods in lines.items():
+        chart = charts[f"report/{role}/logreg"]
+        assert [k.split(" ")[0] for k in chart["keys"]] == list(methods)
+        for method, xs, ys in zip(methods, chart["xs"], chart["ys"]):
+            assert xs == pytest.approx([math.log10(lr) for lr in lrs])
+            assert ys == pytest.approx([written[(method, lr)]["metric"][-1] for lr in lrs])
+    assert "cap" in charts["report/cap/logreg"]["xname"] and "predicted" not in charts["report/cap/logreg"]["keys"][0]
+    assert all("predicted best" in k for k in charts["report/lr/logreg"]["keys"])
+    fits = {k: v for k, v in charts.items() if k.startswith("report/fit/")}
+    assert len(fits) == len(ONE_CLASS) * len(lrs)
+    # long names (Hydra's, every override) become short keys that stay distinct
+    from sfbench.report.wandb_report import KEY_TAIL, chart_key
+
+    long = "opt.lr=0.1,opt.weighting=lr,opt=sf_sgd,sched=constant,task.batch_size=16,task=logreg,trainer.steps="
+    keys = {chart_key("report/fit/", long + str(n), {}) for n in (1000, 2000)}
+    assert len(keys) == 2 and all(len(k) <= len("report/fit/") + KEY_TAIL for k in keys)
+    assert chart_key("report/fit/", "a", {"report/fit/a": 1}) == "report/fit/a_2"
+    steps = np.arange(EVAL_EVERY, T + 1, EVAL_EVERY)
+    for (choice, lr), w in written.items():
+        chart = fits[f"report/fit/{choice}-{lr}"]
+        assert chart["xs"][0] == list(steps) and chart["ys"][0] == pytest.approx(w["metric"][steps - 1])
+        assert len(chart["ys"][1]) == len(steps)
+
+
 def test_report_does_not_import_training_code():
     """DESIGN.md rooms: sfbench.report depends on theory, tracking and matplotlib, never on training code."""
     code = ("import sys, sfbench.report, sfbench.report.figures, sfbench.report.wandb_report; "
@@ -518,7 +618,9 @@ def test_wandb_offline_summary_run(tmp_path, wandb_offline, capsys):
     root = tmp_path / "wb"
     for s in ("constant", "cosine"):
         for lr in (0.03, 0.1, 0.3):
-            write_run(root / f"{s}-{lr}", schedule=s, lr=lr, seed=0, group="wbgroup",
+            # run directories named as Hydra names them: every override (W&B caps artifact names at 128 characters)
+            write_run(root / f"opt.lr={lr},opt.weighting=lr,opt=sf_sgd,sched={s},task.batch_size=16,task=logreg,"
+                             f"trainer.steps=1000", schedule=s, lr=lr, seed=0, group="wbgroup",
                       logger="sfbench.tracking.wandb_sink.WandbSink")
     from sfbench.report.__main__ import main
 
@@ -606,6 +708,7 @@ def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypat
     spec_path = root / "report" / "wandb_dashboard.json"
     assert f"wrote its spec to {spec_path}" in out
     assert f"--publish-dashboard {spec_path} --wandb-entity YOUR_ENTITY" in out
+    assert "select no runs" not in out                                    # the runs were logged to W&B
     data = json.loads(spec_path.read_text())
     report = json.loads((root / "report" / "report.json").read_text())
     assert data["group"] == "dashgroup" and data["project"] == "sfbench" and report["wandb_dashboard"]["mode"] == "offline"
@@ -645,6 +748,14 @@ def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypat
     grids = [b for b in dash.blocks if isinstance(b, wr.PanelGrid)]
     assert len(grids) == 3 and all(g.runsets[0].entity == "me" and g.runsets[0].project == "sfbench" for g in grids)
     assert main(["--publish-dashboard", str(tmp_path / "nope.json")]) == 2
+
+    # runs trained with logger=none: the spec is written, and the user is told its run sets will be empty
+    quiet = tmp_path / "quiet"
+    for lr in lrs:
+        write_run(quiet / f"sf_adamw-{lr}", schedule="constant", lr=lr, seed=0, opt=SF_ADAM, opt_choice="sf_adamw")
+    assert main([str(quiet), "--wandb-dashboard"]) == 0
+    out = capsys.readouterr().out
+    assert (quiet / "report" / "wandb_dashboard.json").is_file() and "select no runs" in out and "logger=wandb" in out
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ def _short_names(names: list[str]) -> list[str]:
 
 
 def sweep_rows(sweep: Path) -> list[dict]:
+    from ..report.identity import lr_is_cap
     from ..tracking import find_runs, read_config, read_summary
 
     rows = []
@@ -129,9 +130,11 @@ def sweep_rows(sweep: Path) -> list[dict]:
         pep = config.get("pep") if isinstance(config.get("pep"), dict) else None
         if pep:         # a PEP job (sfn_pep): its method and the worst case at the largest T, no optimizer or lr
             key = "pep/worst_case" if isinstance(final.get("pep/worst_case"), (int, float)) else None
+        opt = config.get("opt") if isinstance(config.get("opt"), dict) else {}
         rows.append({"run": str(d.relative_to(sweep)) if d != sweep else d.name,
                      "method": f"pep {pep.get('method')}" if pep else (config.get("choices") or {}).get("opt") or "?",
-                     "lr": None if pep else (config.get("opt") or {}).get("lr"),
+                     "lr": None if pep else opt.get("lr"),
+                     "cap": not pep and lr_is_cap({"opt.lr_rule": opt.get("lr_rule")}),
                      "status": summary.get("status", "unknown"),
                      "steps": f"{_num(summary.get('steps_done'))}/{_num(summary.get('total_steps'))}",
                      "metric": key, "final": final.get(key) if key else None,
@@ -147,7 +150,8 @@ def describe_sweep(sweep: Path) -> list[str]:
     metrics = sorted({r["metric"] for r in rows if r["metric"]})
     table = [["run", "method", "lr", "status", "steps", " / ".join(metrics) or "final", "bound"]]
     for name, r in zip(names, rows):
-        table.append([name, r["method"], _num(r["lr"]) if r["lr"] is not None else "–", r["status"], r["steps"],
+        lr = "–" if r["lr"] is None else _num(r["lr"]) + (" (cap)" if r["cap"] else "")
+        table.append([name, r["method"], lr, r["status"], r["steps"],
                       _num(r["final"]) if r["final"] is not None else "–", r["fit"]])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     statuses: dict[str, int] = {}

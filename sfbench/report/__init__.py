@@ -45,7 +45,9 @@ def _notes(report: dict, g_param: bool) -> list[str]:
          "the D of a preconditioned or stochastic run's bound; the runs table notes it), and fitted otherwise."
          + (" G-param: the observed ‖g_t‖² replaced by G²·(t+1)^p, p fitted over [−2, 1]." if g_param else "")),
         ("Predicted final value (for Spearman ρ): the run's last logged theory/bound. The interval is a percentile "
-         f"bootstrap ({data.BOOTSTRAP} resamples of the runs with replacement, fixed seed)."),
+         f"bootstrap ({data.BOOTSTRAP} resamples of the runs with replacement, fixed seed); with fewer than "
+         f"{data.MIN_CI_RUNS} runs it is [−1, 1]: resampling 3–4 runs keeps a perfect ranking perfect, and no "
+         "ranking of 4 runs is significant (exact permutation p ≥ 2/4! ≈ 0.083)."),
         ("Predicted best base lr: [C2] γ* = D/(G·√(T·B)) for [C1] (schedule-free) runs; for [C3] (baseline) runs the "
          "[C3] optimum √(t1/(t2+t3)) with the same constant G (the [C2] value is listed beside it). B = mean of h² "
          "with h = logged lr / base lr (median over the method's runs; [C2]'s closed form if no lr was logged); "

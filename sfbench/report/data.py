@@ -38,6 +38,8 @@ SMOOTH_BINS = 50
 D_FREE_GAIN = 0.75
 #: bootstrap resamples for the rank-correlation intervals
 BOOTSTRAP = 2000
+#: fewer runs than this: the rank correlation's interval is [−1, 1] (see `spearman`)
+MIN_CI_RUNS = 5
 
 
 class ReportError(Exception):
@@ -442,7 +444,7 @@ def _resampled_ranks(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def spearman(pred, obs, *, n_boot: int = BOOTSTRAP, level: float = 0.95, seed: int = 0) -> dict:
     """Spearman ρ of paired values with n, scipy's p-value and a percentile bootstrap interval (pairs resampled
     with replacement, `n_boot` times; resamples whose ranks are constant are skipped). Fewer than 3 finite pairs, or
-    constant values: NaNs."""
+    constant values: NaNs. 3–4 pairs: the interval is [−1, 1] (MIN_CI_RUNS)."""
     from scipy.stats import spearmanr
 
     pred, obs = np.asarray(pred, dtype=np.float64), np.asarray(obs, dtype=np.float64)
@@ -457,6 +459,12 @@ def spearman(pred, obs, *, n_boot: int = BOOTSTRAP, level: float = 0.95, seed: i
         warnings.simplefilter("ignore")
         res = spearmanr(pred, obs)
     out.update(rho=float(res.statistic), pvalue=float(res.pvalue))
+    if n < MIN_CI_RUNS:
+        # resamples of ≤ 4 distinct pairs keep a perfect ranking perfect, so the percentile interval would read
+        # [1, 1]; and no ranking of 4 runs is significant (exact permutation p ≥ 2/4! ≈ 0.083 for ρ = ±1):
+        # the honest interval is the whole range
+        out["ci"] = [-1.0, 1.0]
+        return out
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     rp, ro = _resampled_ranks(pred, idx), _resampled_ranks(obs, idx)
     rp -= rp.mean(axis=1, keepdims=True)

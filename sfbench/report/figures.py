@@ -258,13 +258,23 @@ def _lr_axis(ax, swept: list[float], extra: list[float]) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _mantissa(v: float) -> float:
+    return round(v / 10.0 ** math.floor(math.log10(v) + 1e-9), 6) if v > 0 else 0.0
+
+
 def _plain_log_y(ax) -> None:
-    """Log y with plain numbers (0.4, not 4×10⁻¹); minor ticks labelled too when the axis spans under a decade."""
+    """Log y with plain numbers (0.4, not 4×10⁻¹), labelled over the whole axis: every minor tick too when the axis
+    spans under a decade; the 2s and 5s when fewer than two powers of ten fall inside it (a 0.0015–0.05 axis would
+    otherwise carry the single label 0.01)."""
     lo, hi = ax.get_ylim()
     fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
     ax.yaxis.set_major_formatter(fmt)
+    decades = (math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1) if lo > 0 else 2
     if lo > 0 and hi / lo < 10:
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    elif decades < 2:
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}" if _mantissa(v) in (2.0, 5.0) else ""))
         ax.tick_params(axis="y", which="minor", labelsize=7)
     else:
         ax.yaxis.set_minor_formatter(NullFormatter())
@@ -327,14 +337,16 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
         _lr_axis(ax, swept, extra)
         if logy:
             ax.set_yscale("log")
-            _plain_log_y(ax)
         _title(ax, method, group)
         ax.set_xlabel("cap γ_max (opt.lr)" if group[0].lr_role == "cap" else "base lr (opt.lr)")
         ax.set_ylabel(f"final {metric}")
-        ax.tick_params(axis="y", labelleft=True)
+        ax.tick_params(axis="y", which="both", labelleft=True)
         ax.grid(alpha=0.3, which="both")
         if handles:
             ax.legend(handles=handles, fontsize=7)
+    if logy:
+        for ax in axes:                      # after every panel is drawn: the shared y limits are final
+            _plain_log_y(ax)
     _suptitle(fig, f"{task}: final {metric} against the swept step size, per method", min(3, len(methods)))
     path = out / f"lr_{slug(task)}.png"
     _save(fig, path)

@@ -163,7 +163,8 @@ def render(report: dict) -> str:
                                [[c["scope"], c["method"] or "all methods", c["n"], c["rho"], interval(c)]
                                 for c in corr], left=2))
             parts.append("<p class=\"meta\">With few runs the interval is wide: a ρ of ±1 from 3–5 runs says "
-                         "little. Resamples with constant ranks are skipped; fewer than 3 runs: no ρ.</p>")
+                         "little (3–4 runs: the interval is [−1, 1]). Resamples with constant ranks are skipped; fewer than "
+                         "3 runs: no ρ.</p>")
         runs = [r for r in report["runs"] if r["task"] == task]
         fitted_runs = [r for r in runs if r["fit"]]
         if fitted_runs:

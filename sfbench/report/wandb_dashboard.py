@@ -154,7 +154,7 @@ def make(report: dict, runs, out: Path, *, entity: str | None = None, project: s
     the URL or how to publish."""
     from sfbench.tracking.wandb_sink import resolve_mode
 
-    from .wandb_report import _logger_setting, group_of
+    from .wandb_report import _logger_setting, group_of, wanted
 
     entity = entity or _logger_setting(runs, "entity")
     project = project or _logger_setting(runs, "project", "sfbench")
@@ -185,6 +185,9 @@ def make(report: dict, runs, out: Path, *, entity: str | None = None, project: s
     print(f"sfbench.report: W&B dashboard (offline): wrote its spec to {path}")
     print("sfbench.report: to publish it: wandb login; upload the runs (wandb sync RUN/wandb/offline-run-* for each "
           f"run, and the report run); then {publish_command(path, entity)}")
+    if not wanted(runs):
+        info["note"] = "the runs were not logged to W&B (logger=wandb): the dashboard's run sets select no runs"
+        print(f"sfbench.report: note: {info['note']}; rerun the sweep with logger=wandb to fill it")
     return info
 
 

@@ -99,14 +99,13 @@ def line_plots(wandb, runs, best: list[dict]) -> dict:
 
     - `report/fit/<run>`: the run's fitted series (observed) against its fitted bound C + M·bound, over steps;
     - `report/lr/<task>`: final metric against log10(opt.lr), one line per method (completed runs, mean over
-      seeds), the legend naming each method's predicted best lr; a method whose opt.lr is a cap (SF-Polyak) is
-      named so.
+      seeds), the legend naming each method's predicted best lr;
+    - `report/cap/<task>`: the same for the methods whose opt.lr is a cap on an adaptive step (SF-Polyak), on their
+      own axis: a cap is not a base lr.
     """
     from collections import defaultdict
 
     import numpy as np
-
-    from .figures import slug
 
     charts = {}
     for r in runs:
@@ -116,30 +115,53 @@ def line_plots(wandb, runs, best: list[dict]) -> dict:
         observed = [_plain(v) for v in r.fit_observed]
         fitted = [_plain(v) for v in r.fit.curve]
         target = r.fit_target or r.metric
-        charts[f"report/fit/{slug(r.name)}"] = wandb.plot.line_series(
+        charts[chart_key("report/fit/", r.name, charts)] = wandb.plot.line_series(
             xs=[steps, steps], ys=[observed, fitted], keys=[f"observed {target}", "fitted C + M·bound"],
             title=f"{r.task} · {r.method} · {'cap' if r.lr_role == 'cap' else 'lr'}={r.lr:g}: observed vs fitted "
                   f"[C4]", xname="step")
-    by_task: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    # base lrs and SF-Polyak's caps are different quantities: one chart each, never one x axis
+    by_axis: dict[tuple[str, str], dict[str, dict[float, list[float]]]] = \
+        defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in runs:
         if r.status == "completed" and math.isfinite(r.final) and r.lr > 0:
-            by_task[r.task][r.method][r.lr].append(r.final)
-    for task, methods in by_task.items():
+            by_axis[(r.task, "cap" if r.lr_role == "cap" else "lr")][r.method][r.lr].append(r.final)
+    for (task, role), methods in sorted(by_axis.items()):
         xs, ys, keys = [], [], []
         for method, by_lr in sorted(methods.items()):
             lrs = sorted(by_lr)
-            cap = any(rr.method == method and rr.lr_role == "cap" for rr in runs)
             xs.append([math.log10(lr) for lr in lrs])
             ys.append([float(np.mean(by_lr[lr])) for lr in lrs])
             row = next((b for b in best if b["task"] == task and b["method"] == method), {})
             pred = row.get("predicted")
-            keys.append(method + (" (opt.lr = cap)" if cap else "")
-                        + (f" (predicted best {pred:.3g})" if isinstance(pred, float) and pred > 0 else ""))
+            keys.append(method + (f" (predicted best {pred:.3g})" if isinstance(pred, float) and pred > 0 else ""))
         metric = next((rr.metric for rr in runs if rr.task == task), "metric")
-        charts[f"report/lr/{slug(task)}"] = wandb.plot.line_series(
-            xs=xs, ys=ys, keys=keys, title=f"{task}: final {metric} against log10(opt.lr), per method",
-            xname="log10 opt.lr")
+        swept = "the cap γ_max (opt.lr; adaptive step, no prediction)" if role == "cap" else "the base lr (opt.lr)"
+        charts[chart_key(f"report/{role}/", task, charts)] = wandb.plot.line_series(
+            xs=xs, ys=ys, keys=keys, title=f"{task}: final {metric} against log10 of {swept}, per method",
+            xname="log10 cap γ_max" if role == "cap" else "log10 base lr")
     return charts
+
+
+#: longest chart-key tail: W&B names each chart's table artifact `run-<id>-<key>_table`, at most 128 characters
+KEY_TAIL = 60
+
+
+def chart_key(prefix: str, name: str, taken) -> str:
+    """`prefix` + the name as a W&B key: its slug, or — when longer than KEY_TAIL (a Hydra run directory named by
+    all its overrides) — the slug's head and a hash of the whole name, so the key stays unique and its artifact
+    name legal."""
+    import hashlib
+
+    from .figures import slug
+
+    tail = slug(name)
+    if len(tail) > KEY_TAIL:
+        tail = tail[:KEY_TAIL - 9] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    key, i = prefix + tail, 1
+    while key in taken:
+        i += 1
+        key = f"{prefix}{tail}_{i}"
+    return key
 
 
 def _plain(x):
