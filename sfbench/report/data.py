@@ -433,7 +433,7 @@ def _resampled_ranks(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Average ranks (ties share the mean rank, as scipy's rankdata) of `values[idx]` within each row of `idx`,
     by counting per row how many values are below each one — O(rows·(n + distinct values)), no per-row sort."""
     uniq, code = np.unique(values, return_inverse=True)
-    k, (b, n) = len(uniq), idx.shape
+    k, b = len(uniq), idx.shape[0]
     codes = code[idx]
     counts = np.bincount((codes + k * np.arange(b)[:, None]).ravel(), minlength=b * k).reshape(b, k)
     below = np.cumsum(counts, axis=1) - counts
