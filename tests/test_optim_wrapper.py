@@ -129,6 +129,7 @@ def test_polyak_around_a_plain_base_equals_sf_polyak(base):
         assert ours.param_groups[0]["last_lr"] == pytest.approx(expected.param_groups[0]["last_lr"], rel=1e-9)
         assert ours.last_grad_sq_P == pytest.approx(expected.last_grad_sq_P, rel=1e-9)
         assert ours.distance_sq_at_x(origin) == pytest.approx(expected.distance_sq_at_x(origin), rel=1e-9)
+        assert ours.distance_sq_at_z(origin) == pytest.approx(expected.distance_sq_at_z(origin), rel=1e-9)
     assert ours.param_groups[0]["lr"] == (2.0 if base == "sgd" else 0.5)      # the cap is restored after each step
     close(a, b, 1e-9)
 
@@ -246,3 +247,21 @@ def test_refuses_a_schedule_free_base_and_non_optimizers():
         ScheduleFree(SFSGD(leaves(params())))
     with pytest.raises(TypeError, match="not a torch.optim.Optimizer"):
         ScheduleFree(object())
+
+
+def test_distance_at_z_is_the_stored_z_in_both_modes():
+    """[C1]'s R_t uses ‖z_t − z_0‖: before a step it is 0; after steps it is ‖state z − origin‖ computed directly, in
+    train and in eval mode (the swap moves the parameters, not z)."""
+    init = params()
+    a = leaves(init)
+    opt = ScheduleFree(torch.optim.SGD(a, lr=0.3), momentum=0.9)
+    origin = [t.clone() for t in init]
+    assert opt.distance_sq_at_z(origin) == 0.0
+    run([(a, opt)], 5)
+    direct = sum(float((opt.state[p]["z"].double() - o.double()).square().sum()) for p, o in zip(a, origin))
+    assert direct > 0
+    assert opt.distance_sq_at_z(origin) == pytest.approx(direct, rel=1e-12)
+    opt.eval()
+    assert opt.distance_sq_at_z(origin) == pytest.approx(direct, rel=1e-12)
+    with pytest.raises(ValueError, match="origin has"):
+        opt.distance_sq_at_z(origin[:-1])

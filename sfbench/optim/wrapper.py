@@ -279,6 +279,17 @@ class ScheduleFree(Optimizer):
         norms = torch._foreach_norm(torch._foreach_sub(xs, list(origin))) if xs else []
         return float(torch.stack([n.cpu() for n in norms]).double().square().sum()) if xs else 0.0
 
+    @torch.no_grad()
+    def distance_sq_at_z(self, origin: list[torch.Tensor]) -> float:
+        """‖z − origin‖² (float64), z the base sequence [A3]: kept in the state in both modes (before the first
+        step, z = z_0 = the parameters). The online bound's R_t = D + ‖z_t − z_0‖ (docs/theory.md)."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        if len(origin) != len(params):
+            raise ValueError(f"origin has {len(origin)} tensors; the optimizer has {len(params)} parameters")
+        zs = [self.state[p].get("z", p.detach()) for p in params]
+        norms = torch._foreach_norm(torch._foreach_sub(zs, list(origin))) if zs else []
+        return float(torch.stack([n.cpu() for n in norms]).double().square().sum()) if zs else 0.0
+
     # -- state dicts ---------------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
