@@ -238,6 +238,7 @@ class ScheduleFree(Optimizer):
             sf["k"] += 1
             sf["last_lr"], sf["last_c"] = lr, c
             group["last_lr"] = lr       # what a trainer logs as the step taken
+            group["last_c"] = c         # and the averaging coefficient its online bound reads
         return closure_loss
 
     def _exchange(self, work: list) -> None:
