@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from sfbench.optim import SFSGD, SFAdamW, make_schedule
+from sfbench.optim.wrapper import ScheduleFree
 from sfbench.tasks.base import Task
 from sfbench.tasks.testbeds import HingeTask, LADTask, LogRegTask
 from sfbench.theory import OnlineToBatch, online_to_batch_curve, sf_bound, sgd_last_iterate_bound
@@ -63,13 +64,39 @@ class AbsTask(Task):
         return 1.0
 
 
+class AnisoTask(AbsTask):
+    """f(w) = |w₁| + 10|w₂| from (1, 1): f* = 0, D = √2, ‖g‖ ≤ √101 — z and y part ways at large steps, so the
+    distance R_t ≥ ‖z_t − x*‖ that caps the unseen-gradient term binds (a wrong ‖z_t − z_0‖ shows here)."""
+
+    name = "aniso"
+    scale = torch.tensor([1.0, 10.0], dtype=F64)
+
+    def model(self):
+        m = torch.nn.Module()
+        m.w = torch.nn.Parameter(torch.ones(2, dtype=F64))
+        return m
+
+    def objective(self, w, idx=None):
+        return (self.scale * w.abs()).sum()
+
+    def evaluate(self, model):
+        value = float(self.objective(model.w.detach()))
+        return {"eval/loss": value, "eval/subopt": value}
+
+    def summary(self):
+        return {"D": math.sqrt(2.0), "convex": True, "stochastic": False}
+
+    def gradient_bound(self, model):
+        return math.sqrt(101.0)
+
+
 _PROBLEMS: dict = {}
 
 
 def problem(name: str) -> Task:
     """The three problems, set up once per session (the LP is solved once; setup is idempotent)."""
     if name not in _PROBLEMS:
-        task = {"abs": AbsTask, "lad": lambda: LADTask(n=40, d=5, seed=1),
+        task = {"abs": AbsTask, "aniso": AnisoTask, "lad": lambda: LADTask(n=40, d=5, seed=1),
                 "hinge": lambda: HingeTask(n=40, d=5, seed=2)}[name]()
         task.setup(CPU)
         _PROBLEMS[name] = task
@@ -134,7 +161,18 @@ SF_MODES = {
     "schedulet": dict(weighting="schedulet"),
     "constant": dict(weighting="constant", c=0.1),
     "polyak": dict(lr_rule="polyak"),
+    "warmup": dict(weighting="lr_power", warmup_steps=5),     # the optimizer's own warm-up (the reference's)
+    "warmup_polyak": dict(lr_rule="polyak", warmup_steps=5),
+    "wrapper": dict(wrap=True, weighting="lr_power"),        # ScheduleFree(torch.optim.SGD): Theorem 2 holds too
+    "wrapper_polyak": dict(wrap=True, lr_rule="polyak", warmup_steps=3),
 }
+
+
+def sf_factory(mode, beta):
+    kw = dict(SF_MODES[mode])
+    if kw.pop("wrap", False):
+        return lambda ps, lr: ScheduleFree(torch.optim.SGD(ps, lr=lr), momentum=beta, **kw)
+    return lambda ps, lr: SFSGD(ps, lr=lr, momentum=beta, **kw)
 
 
 GRID = [(sched, beta, lr) for sched in SCHEDULES for beta in BETAS for lr in LRS]     # 96 settings
@@ -144,8 +182,10 @@ FAST = GRID[::7]            # 14 of them, spread over schedules, β and steps; t
 def check_sf(name, mode, grid):
     worst = 0.0
     for sched_name, beta, lr in grid:
+        if beta == 0 and SF_MODES[mode].get("wrap"):
+            continue        # the wrapper takes β ∈ (0, 1], as the reference's
         task = problem(name)
-        opt = build(task, lambda ps, lr: SFSGD(ps, lr=lr, momentum=beta, **SF_MODES[mode]), lr)
+        opt = build(task, sf_factory(mode, beta), lr)
         kind, rows = drive(task, opt, make_sched(sched_name, T))
         assert kind == "bound"
         for t, (subopt, bound) in enumerate(rows, 1):
@@ -165,7 +205,7 @@ def check_c3(name, grid):
 
 
 @pytest.mark.parametrize("mode", list(SF_MODES))
-@pytest.mark.parametrize("name", ["abs", "lad", "hinge"])
+@pytest.mark.parametrize("name", ["abs", "aniso", "lad", "hinge"])
 def test_sf_bound_holds(name, mode):
     """SF-SGD, every averaging mode and SF-Polyak, on a spread of schedules, β and steps: the logged bound is a
     theorem ("bound") and holds at every step."""
@@ -174,7 +214,7 @@ def test_sf_bound_holds(name, mode):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(SF_MODES))
-@pytest.mark.parametrize("name", ["abs", "lad", "hinge"])
+@pytest.mark.parametrize("name", ["abs", "aniso", "lad", "hinge"])
 def test_sf_bound_holds_every_schedule_beta_and_step(name, mode):
     """The whole grid: 4 schedules × β ∈ {0, 0.5, 0.9, 1} × steps 1e-2 … 1e3."""
     worst = check_sf(name, mode, GRID)
@@ -186,6 +226,29 @@ def test_c3_holds_for_plain_sgd(name):
     """[C3] for plain SGD's last iterate, with the next step and the gradient bound at the current iterate: every
     schedule, steps 1e-2 … 1e3."""
     check_c3(name, [(sched, lr) for sched in SCHEDULES for lr in LRS])
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("rule", ["schedule", "polyak"])
+def test_distance_at_z_in_every_state_layout(beta, rule):
+    """`distance_sq_at_z` = ‖z − origin‖² with z built by hand (z_{t+1} = z_t − γ_t g(y_t)), for each state layout the
+    optimizer keeps (β = 0: x stored; scheduled steps: z; SF-Polyak: u = z − y), in train and eval mode. (With the z
+    layout it once returned ‖y − origin‖: the online bound's cap R_t was then too small and the bound failed.)"""
+    w = torch.nn.Parameter(torch.tensor([1.0, 1.0], dtype=F64))
+    origin = [w.detach().clone()]
+    opt = SFSGD([w], lr=0.7, momentum=beta, weighting="schedulet", lr_rule=rule)
+    scale = torch.tensor([1.0, 10.0], dtype=F64)
+    z = w.detach().clone()
+    for _ in range(4):
+        w.grad = scale * torch.sign(w.detach())
+        loss = float((scale * w.detach().abs()).sum())
+        opt.step(loss=loss, lower_bound=0.0) if rule == "polyak" else opt.step()
+        z = z - opt.param_groups[0]["last_lr"] * w.grad
+        want = float((z - origin[0]).square().sum())
+        assert opt.distance_sq_at_z(origin) == pytest.approx(want, rel=1e-12)
+        opt.eval()
+        assert opt.distance_sq_at_z(origin) == pytest.approx(want, rel=1e-12)
+        opt.train()
 
 
 def test_issue_counter_example_abs_lr10():
@@ -295,6 +358,58 @@ def test_kinds_say_what_is_a_theorem(tmp_path):
     assert k == "heuristic" and "D is estimated" in why
 
 
+def test_wrapper_kinds_say_what_is_a_theorem(tmp_path):
+    """`ScheduleFree(base)`: Theorem 2 needs z_{t+1} = z_t − γ_t g_t, so a bound only with plain SGD as the base; the
+    trainer's distances at z work for the wrapper (it used to stop on them)."""
+    task = LADTask(n=40, d=5)
+
+    def kind(factory):
+        name = f"w{len(list(tmp_path.iterdir()))}"
+        config = TrainerConfig(steps=12, eval_every=4, ckpt_every=0, log_every_s=1e9, theory_d_every=5)
+        summary = Trainer(config, task, factory, make_schedule("constant", total_steps=12).lr_scheduler,
+                          tmp_path / name, {"name": name}).run()
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert all(r["eval/subopt"] <= r["theory/bound"] for r in rows if "eval/subopt" in r) or \
+            summary["theory"]["bound_kind"] == "heuristic"
+        return summary["theory"]["bound_kind"], " ".join(summary["theory"]["bound_notes"])
+
+    assert kind(lambda ps: ScheduleFree(torch.optim.SGD(ps, lr=1.0))) == ("bound", "")
+    k, why = kind(lambda ps: ScheduleFree(torch.optim.Adam(ps, lr=0.1)))
+    assert k == "heuristic" and "base Adam" in why
+    k, why = kind(lambda ps: ScheduleFree(torch.optim.SGD(ps, lr=0.1, momentum=0.5)))
+    assert k == "heuristic" and "momentum" in why
+    k, why = kind(lambda ps: ScheduleFree(torch.optim.SGD(ps, lr=0.1, weight_decay=0.01)))
+    assert k == "heuristic" and "weight decay" in why
+    k, why = kind(lambda ps: ScheduleFree(torch.optim.SGD(ps, lr=0.1), weight_decay_at_y=0.01))
+    assert k == "heuristic" and "weight decay" in why
+
+
+def test_wrapper_distance_at_z_is_the_base_sequence():
+    """`ScheduleFree.distance_sq_at_z` is ‖z − origin‖² for z built by hand (SGD base: z_{t+1} = z_t − γ g(y_t)), in
+    train and in eval mode."""
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=F64))
+    origin = [w.detach().clone()]
+    opt = ScheduleFree(torch.optim.SGD([w], lr=0.3), momentum=0.6)
+    assert opt.distance_sq_at_z(origin) == 0.0
+    z = w.detach().clone()
+    for _ in range(5):
+        w.grad = torch.sign(w.detach())          # a subgradient of ‖w‖_1 at y
+        z = z - 0.3 * w.grad
+        opt.step()
+        assert opt.distance_sq_at_z(origin) == pytest.approx(float((z - origin[0]).square().sum()), rel=1e-12)
+    opt.eval()
+    assert opt.distance_sq_at_z(origin) == pytest.approx(float((z - origin[0]).square().sum()), rel=1e-12)
+
+
+def test_cli_sf_muon_on_a_testbed_is_a_heuristic(in_run_env):
+    """opt=sf_muon (the wrapper around Muon/AdamW) on a convex testbed runs with the theory on and says its bound is
+    not a theorem."""
+    assert run_cli(["task=lad", "opt=sf_muon", "logger=none", "trainer.steps=6", "trainer.eval_every=3"]) == 0
+    summary = json.loads((only_run(in_run_env) / "summary.json").read_text())
+    assert summary["theory"]["bound_kind"] == "heuristic"
+    assert any("base MuonAdamW" in note for note in summary["theory"]["bound_notes"])
+
+
 CLI_CASES = [
     ["task=lad", "opt=sf_sgd", "opt.weighting=schedulet", "sched=wsd", "opt.lr=100", "opt.momentum=0.9"],
     ["task=lad", "opt=sf_sgd", "sched=cosine", "sched.warmup_steps=5", "opt.lr=1000", "opt.momentum=0.5"],
@@ -302,6 +417,9 @@ CLI_CASES = [
     ["task=hinge", "opt=sf_sgd", "opt.weighting=uniform", "sched=constant", "opt.lr=0.01", "opt.momentum=1.0"],
     ["task=lad", "opt=sgd", "opt.momentum=0.0", "sched=wsd", "opt.lr=30"],
     ["task=logreg", "opt=sf_sgd", "opt.weighting=lr", "opt.lr=3000"],          # the issue's CLI counter-example
+    ["task=lad", "opt=sf_polyak", "opt.lr=1000", "opt.momentum=1.0"],           # the scheduled (wsd) cap
+    ["task=hinge", "opt=iam", "opt.lr=100"],                                     # β = 1, constant c
+    ["task=lad", "opt=sf_sgd", "+opt.warmup_steps=10", "opt.lr=300", "opt.momentum=0.0"],  # the optimizer's warm-up
 ]
 
 
@@ -319,6 +437,24 @@ def test_cli_logged_bounds_hold(in_run_env, args):
             assert r["eval/subopt"] <= r["theory/bound"], r
             checked += 1
     assert checked == 40
+
+
+# The CLI over the issue's whole matrix: 2 testbeds × 4 schedules × β ∈ {0, 0.5, 0.9, 1}, base steps 1e-2 … 1e3
+# (one per cell, cycling), each weighting in turn and the optimizer's warm-up on some
+CLI_SCHEDULES = [["sched=constant"], ["sched=cosine", "sched.warmup_steps=5"], ["sched=wsd"], ["sched=linear"]]
+CLI_GRID = [[f"task={task}", "opt=sf_sgd", f"opt.momentum={beta}", f"opt.lr={lr}", f"opt.weighting={weighting}",
+             *sched, *(["+opt.warmup_steps=4"] if i % 3 == 0 else [])]
+            for i, (task, sched, beta, lr, weighting) in enumerate(
+                (task, sched, beta, [0.01, 1, 100, 1000, 0.1, 10][(j + k) % 6],
+                 ["lr_power", "schedulet", "lr", "uniform", "poly", "constant"][(j + 2 * k) % 6])
+                for task in ("lad", "hinge") for j, sched in enumerate(CLI_SCHEDULES)
+                for k, beta in enumerate((0.0, 0.5, 0.9, 1.0)))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", CLI_GRID, ids=lambda a: "-".join(x.split("=")[1] for x in a))
+def test_cli_logged_bounds_hold_whole_matrix(in_run_env, args):
+    test_cli_logged_bounds_hold(in_run_env, args)
 
 
 def test_logreg_minibatch_run_is_labelled_expected(in_run_env):

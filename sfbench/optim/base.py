@@ -483,6 +483,8 @@ class ScheduleFreeBase(Optimizer):
                 diffs.append(z - o)
             elif "u" in state:          # train: z = y + u; eval (parameters at x): z = x + u/β
                 diffs.append(p.detach() - o + state["u"] * (1.0 if group["train_mode"] else 1.0 / beta))
+            elif "z" in state:          # the reference's layout: z itself (the parameters hold y or x)
+                diffs.append(state["z"].to(o.device) - o)
             else:                       # no step yet: z = z_0 = the parameters
                 diffs.append(p.detach() - o)
         norms = [n.double().cpu() for n in torch._foreach_norm(diffs)] if diffs else []

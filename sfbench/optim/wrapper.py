@@ -238,6 +238,7 @@ class ScheduleFree(Optimizer):
             sf["k"] += 1
             sf["last_lr"], sf["last_c"] = lr, c
             group["last_lr"] = lr       # what a trainer logs as the step taken
+            group["last_c"] = c         # and the averaging coefficient its online bound reads
         return closure_loss
 
     def _exchange(self, work: list) -> None:
@@ -281,14 +282,40 @@ class ScheduleFree(Optimizer):
 
     @torch.no_grad()
     def distance_sq_at_z(self, origin: list[torch.Tensor]) -> float:
-        """‖z − origin‖² (float64), z the base sequence [A3]: kept in the state in both modes (before the first
-        step, z = z_0 = the parameters). The online bound's R_t = D + ‖z_t − z_0‖ (docs/theory.md)."""
+        """‖z − origin‖² (float64), z the base sequence [A3] (before a parameter's first step, z = z_0 = the
+        parameters). The online bound's R_t = D + ‖z_t − z_0‖ (docs/theory.md §4)."""
         params = [p for group in self.param_groups for p in group["params"]]
         if len(origin) != len(params):
             raise ValueError(f"origin has {len(origin)} tensors; the optimizer has {len(params)} parameters")
         zs = [self.state[p].get("z", p.detach()) for p in params]
         norms = torch._foreach_norm(torch._foreach_sub(zs, list(origin))) if zs else []
-        return float(torch.stack([n.cpu() for n in norms]).double().square().sum()) if zs else 0.0
+        return float(torch.stack([n.double().cpu() for n in norms]).square().sum()) if zs else 0.0
+
+    def theory_caveats(self) -> list[str]:
+        """Why docs/theory.md's online-to-batch bound (Theorem 2) is not a theorem for this optimizer (empty: it is,
+        for a convex task with exact D and a bound on the next gradient). Theorem 2 needs z_{t+1} = z_t − γ_t g_t:
+        the base must be plain SGD (no momentum, no weight decay, not maximising) with one learning rate."""
+        base = self.base
+        out = []
+        if type(base) is not torch.optim.SGD:
+            out.append(f"base {type(base).__name__}: the z-step is not γ·(sub)gradient, so no theorem covers it")
+        else:
+            if any(g.get("momentum", 0) for g in base.param_groups):
+                out.append("base SGD with momentum: the z-step is not γ·(sub)gradient")
+            if any(g.get("weight_decay", 0) for g in base.param_groups):
+                out.append("weight decay > 0 in the base: the z-step is not γ·(sub)gradient of the f evaluated")
+            if any(g.get("maximize", False) for g in base.param_groups):
+                out.append("base SGD with maximize=True: the z-step ascends")
+        if self.weight_decay_at_y:
+            out.append("weight decay > 0: the steps minimise f + λ‖w‖²/2, not the f that is evaluated")
+        if len({float(g["lr"]) for g in self.param_groups}) > 1 or \
+                len({tuple(sorted(sf.items())) for sf in self._sf_settings()}) > 1:
+            out.append("parameter groups with different learning rates or averaging settings")
+        return out
+
+    def _sf_settings(self) -> list[dict]:
+        keys = ("weighting", "alpha", "r", "weight_lr_power", "warmup_steps", "c")
+        return [{k: sf.get(k) for k in keys} for sf in self.sf_groups]
 
     # -- state dicts ---------------------------------------------------------------------------------------------------
 
