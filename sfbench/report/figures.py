@@ -271,7 +271,9 @@ def _plain_log_y(ax) -> None:
     ax.yaxis.set_major_formatter(fmt)
     decades = (math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1) if lo > 0 else 2
     if lo > 0 and hi / lo < 10:
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        # enough significant digits that neighbouring ticks differ (6.15 and 6.2 on a 6.1–6.3 axis, not 6.2 twice)
+        digits = max(2, math.ceil(-math.log10((hi - lo) / hi)) + 1) if hi > lo else 3
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.{digits}g}"))
         ax.tick_params(axis="y", which="minor", labelsize=7)
     elif decades < 2:
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}" if _mantissa(v) in (2.0, 5.0) else ""))
