@@ -340,8 +340,11 @@ class ScheduleFreeBase(Optimizer):
         work = [(group, self._tensors(group)) for group in self.param_groups]
         polyak_step = None
         self.last_grad_sq_P = None
+        # SF-Polyak with the Adam base: eagerly, the first pass writes v_t and g ← P_t g so the update needs no square
+        # root; compiled, a read-only first pass and the ordinary Adam update are faster (kernels.polyak_sums_read)
+        read_only = self._adam and self._decide_fused()
         if self.param_groups and self.param_groups[0]["lr_rule"] == "polyak":
-            polyak_step = self._polyak_step(work, loss, lower_bound)
+            polyak_step = self._polyak_step(work, loss, lower_bound, read_only)
         # Adam base: the update kernels return ‖g‖²_P as a by-product (`*_gpg`), summed below. SGD base (P = I): left
         # None — ‖g‖² is the plain gradient norm, which a trainer has already computed.
         with_gpg = self.record_grad_sq and self._adam and polyak_step is None
@@ -357,7 +360,7 @@ class ScheduleFreeBase(Optimizer):
             beta2, bc2, eps = self._adam_scalars(group)
             for device, lists in by_device.items():
                 # SF-Polyak's first pass has already replaced g by P g (Adam base): the SGD-base update follows
-                vs = lists["v"] if self._adam and polyak_step is None else None
+                vs = lists["v"] if self._adam and (polyak_step is None or read_only) else None
                 key = (group_index, str(device), tuple(lists["index"]))
                 suffix = "_gpg" if with_gpg else ""
                 if lists["z"]:
@@ -385,7 +388,7 @@ class ScheduleFreeBase(Optimizer):
             self.last_grad_sq_P = float(sum(float(t) for t in gpg_parts if t is not None))
         return closure_loss
 
-    def _polyak_step(self, work: list, loss: Any, lower_bound: Any) -> float:
+    def _polyak_step(self, work: list, loss: Any, lower_bound: Any, read_only: bool = False) -> float:
         """γ_t of [B1] before the cap: [f(y) − ℓ* + ⟨g, z − y⟩]_+ / max(‖g‖²_P, M), over all groups."""
         if loss is None:
             raise ValueError(f"{type(self).__name__} with lr_rule='polyak' needs the minibatch loss at y: call "
@@ -400,7 +403,8 @@ class ScheduleFreeBase(Optimizer):
                 if not lists["g"]:
                     continue
                 key = (group_index, str(device), tuple(lists["index"]))
-                sums = self._run("polyak_sums", key, lists["g"], us, vs, scalars=(beta2, bc2, eps))
+                sums = self._run("polyak_sums_read" if read_only else "polyak_sums", key, lists["g"], us, vs,
+                                 scalars=(beta2, bc2, eps))
                 sums = sums.tolist()
                 gpg, gu = gpg + sums[0], gu + sums[1]
         self.last_grad_sq_P = gpg
