@@ -19,7 +19,7 @@ class SFAdamW(ScheduleFreeBase):
     same steps, keeps the same state (`z`, `exp_avg_sq`), loads the reference's state dicts, and accepts a tensor lr.
     `betas[0]` is the interpolation β of [A1]. The keyword-only arguments (`weighting`, `alpha`, `lr_rule`,
     `polyak_floor`, `fused`, `c`) and `warmup_steps` are those of `SFSGD`; with `lr_rule="polyak"` the norm in [B1] is
-    ‖g‖²_P = Σ g² / D_t, and the step leaves P_t g_t in `p.grad` (its first pass preconditions the gradient in place,
+    ‖g‖²_P = Σ g² / D_t, and the eager step leaves P_t g_t in `p.grad` (its first pass preconditions the gradient in place,
     as the reference's AdamW always does).
     """
 
