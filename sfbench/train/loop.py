@@ -428,7 +428,11 @@ class Trainer:
             # killed after the last checkpoint, before the end: the final metrics are the last line's, evaluated at
             # x again (model.pt, the theory fit and the summary are written below as at the end of any run)
             last = dict(plan.rows[-1]) if plan.rows and plan.rows[-1]["step"] == start else {"step": start}
+            # the checkpoint already holds the state after the last step's evaluation: evaluating again must not
+            # move it (the x ↔ y swap is exact only up to rounding), so model.pt equals an uninterrupted run's
+            kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
             last.update(self._evaluate(forward, opt))
+            model.load_state_dict(kept)
         step = start
         cadence = EvalCadence(cfg.eval_every, cfg.steps, cfg.eval_share, start)
         agree = (lambda v: max_over_ranks(v, self.device)) if self.dist.active else None
