@@ -24,7 +24,9 @@ def test_a_run_ends_with_its_result(in_run_env, capsys):
     rel = str(run.relative_to(in_run_env))
     head = next(line for line in out if line.startswith("sfbench: completed"))
     assert re.search(r"completed 40/40 steps in [\d.]+ s — final eval/subopt [\d.e+-]+ at x", head), head
-    assert "bound [C1]" in head and "fitted on eval/subopt" in head
+    # the fit's series: eval/subopt with ≥ 8 evaluations, else the smoothed training loss — the auto cadence thins
+    # evaluations when they are slow against the steps (a loaded machine), so either may be the one reported
+    assert "bound [C1]" in head and re.search(r"fitted on (eval/subopt|train/loss)", head), head
     assert f"sfbench: run directory: {rel}" in out
     assert f"sfbench: report: python -m sfbench.report {rel}" in out
 
