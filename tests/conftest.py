@@ -55,3 +55,14 @@ def isolate_wandb(tmp_path, monkeypatch) -> None:
                 "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_RUN_GROUP", "WANDB_JOB_TYPE", "WANDB_NAME", "WANDB_TAGS",
                 "WANDB_NOTES"):
         monkeypatch.delenv(var, raising=False)
+
+
+def run_cli(args) -> int:
+    """`python -m sfbench ARGS` in this process: its exit status (0 when it returns)."""
+    from sfbench.cli.app import main
+
+    try:
+        main(list(args))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    return 0

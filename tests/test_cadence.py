@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sfbench.cli.app import main
+from conftest import run_cli
 from sfbench.train.cadence import AUTO_EVALS, EvalCadence, check_eval_every
 
 
@@ -69,13 +69,6 @@ def test_bad_values(bad):
         check_eval_every(bad)
     assert check_eval_every("auto") == "auto" and check_eval_every(5) == 5
 
-
-def run_cli(args):
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
 
 
 @pytest.mark.parametrize("bad", ["often", "-3", "1.5"])

@@ -11,17 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, subprocess_env
-from sfbench.cli import main
+from conftest import TINY, run_cli, subprocess_env
 from sfbench.tracking import load_runs, read_summary
-
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
 
 
 def only_run(root: Path) -> Path:

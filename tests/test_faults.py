@@ -8,7 +8,6 @@ traceback, and that nothing in the run directory changed.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -20,21 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import subprocess_env
-from sfbench.cli import main
+from conftest import run_cli, subprocess_env
 from sfbench.tracking import read_summary
 from sfbench.tracking import lock as run_lock
 from sfbench.tracking.run_record import RecordDamaged, RunRecord, iter_metrics, read_config
 
 LOGREG = ["task=logreg", "logger=none", "trainer.eval_every=10", "trainer.ckpt_every=10"]
-
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
 
 
 def rows(run_dir: Path) -> list[dict]:

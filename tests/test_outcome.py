@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import re
 
-from sfbench.cli.app import main
+from conftest import run_cli
 from sfbench.cli.outcome import _short_names, describe_run
-
-
-def run_cli(args):
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
 
 
 def test_a_run_ends_with_its_result(in_run_env, capsys):

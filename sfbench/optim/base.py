@@ -325,12 +325,7 @@ class ScheduleFreeBase(Optimizer):
         (`loss=`, a float or a scalar tensor) and a lower bound ℓ* on it (`lower_bound=`, default 0), or a closure
         that returns the loss. The step actually taken is in `group["last_lr"]` afterwards.
         """
-        closure_loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                closure_loss = closure()
-            if loss is None:
-                loss = closure_loss
+        closure_loss, loss = call_closure(closure, loss)
         for group in self.param_groups:
             if not group["train_mode"]:
                 raise RuntimeError(f"{type(self).__name__}.step() was called in eval mode (parameters at x). "
@@ -548,6 +543,16 @@ class ScheduleFreeBase(Optimizer):
         if len({n.device for n in sums}) > 1:      # parameters on several devices: combine on the host
             sums = [n.cpu() for n in sums]
         return float(torch.stack(sums).double().square().sum()) if sums else 0.0
+
+
+def call_closure(closure: Callable[[], Any] | None, loss: Any) -> tuple[Any, Any]:
+    """`step(closure)`: run the closure with gradients on; its value is the step's return and, unless `loss=` was
+    given, SF-Polyak's loss. Returns (closure's value or None, loss)."""
+    if closure is None:
+        return None, loss
+    with torch.enable_grad():
+        closure_loss = closure()
+    return closure_loss, closure_loss if loss is None else loss
 
 
 def _next_lr(group: dict, lr: float) -> float:

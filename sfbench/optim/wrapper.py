@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 from torch.optim import Optimizer
 
-from .base import LR_RULES, WEIGHTINGS, ScheduleFreeBase, check_choice, check_range
+from .base import LR_RULES, WEIGHTINGS, ScheduleFreeBase, call_closure, check_choice, check_range
 from .kernels import _acc
 
 #: The averaging settings and running scalars the wrapper keeps per parameter group of the base.
@@ -161,12 +161,7 @@ class ScheduleFree(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None, lower_bound: Any = 0.0) -> Any:
         """One SF step with the base's update; SF-Polyak needs `loss=` (and `lower_bound=`, default 0) or a closure."""
-        closure_loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                closure_loss = closure()
-            if loss is None:
-                loss = closure_loss
+        closure_loss, loss = call_closure(closure, loss)
         if not self.train_mode:
             raise RuntimeError("ScheduleFree.step() was called in eval mode (parameters at x). Call "
                                "optimizer.train() before training steps and optimizer.eval() before evaluating.")
