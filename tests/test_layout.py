@@ -58,6 +58,15 @@ def test_theory_imports_no_training_or_cli_code():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_tasks_import_no_optimizer_tracking_or_trainer_code():
+    """DESIGN.md: a task is data, model and loss; it never reaches into the optimizers, the run record or the
+    trainer (a shared helper lives outside the rooms, e.g. sfbench/terminal.py)."""
+    offending = {str(p.relative_to(ROOT)): [m for m in _imports(p)
+                                            if m.startswith(("sfbench.optim", "sfbench.tracking", "sfbench.train"))]
+                 for p in (ROOT / "sfbench" / "tasks").rglob("*.py")}
+    assert not {k: v for k, v in offending.items() if v}
+
+
 def test_cli_registers_no_plugin_and_hydra_discovers_the_launcher(tmp_path):
     for path in (ROOT / "sfbench" / "cli").rglob("*.py"):
         imported = _imports(path)

@@ -95,7 +95,7 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
 def _train(config, data, vocab_size, block_size, target: Path, seed, device) -> None:
     from tqdm import tqdm
 
-    from ..train.progress import tqdm_width_options     # the terminal-size fix of the trainer's bar, nothing else
+    from ..terminal import tqdm_width_options
     from .text import eval_windows, sample_windows
 
     torch.manual_seed(seed)

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
-
-def tqdm_width_options() -> dict:
-    """tqdm follows the terminal's size, except where it reports 0×0 (a bare pty without a window size): tqdm
-    would then draw a zero-width bar and hide it as "below the screen", so use a fixed 100×24 instead."""
-    try:
-        size = os.get_terminal_size(sys.stderr.fileno())
-    except (OSError, ValueError):
-        size = os.terminal_size((0, 0))
-    if size.columns > 0 and size.lines > 0:
-        return {"dynamic_ncols": True}
-    return {"ncols": 100, "nrows": 24}
+from ..terminal import tqdm_width_options
 
 
 class Progress:
