@@ -165,29 +165,36 @@ def _cli(args, cwd, env, **kw):
                             stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def interrupt_and_resume(args, tmp_path, env, lines: int, sig=signal.SIGTERM, poll_s: float = 0.05) -> dict:
+    """Run ARGS uninterrupted into `full`; run them into `cut`, send `sig` once its metrics.jsonl has `lines`
+    lines, then run the same command again. Returns each stage's output and exit status, and the cut's summary."""
+    full = _cli([*args, "hydra.run.dir=full"], tmp_path, env)
+    out, _ = full.communicate(timeout=300)
+    assert full.returncode == 0, out
+    cut = _cli([*args, "hydra.run.dir=cut"], tmp_path, env)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < lines):
+        time.sleep(poll_s)
+    cut.send_signal(sig)
+    cut_out, _ = cut.communicate(timeout=120)
+    cut_summary = read_summary(tmp_path / "cut")
+    again = _cli([*args, "hydra.run.dir=cut"], tmp_path, env)
+    again_out, _ = again.communicate(timeout=300)
+    return {"cut_out": cut_out, "cut_code": cut.returncode, "cut_summary": cut_summary,
+            "again_out": again_out, "again_code": again.returncode}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
 def test_signal_then_rerun_equals_uninterrupted(tmp_path, sfbench_env, sig):
     env = subprocess_env(sfbench_env)
     args = [*TINY, "opt=sf_adamw", "trainer.steps=60", "trainer.ckpt_every=0", "trainer.eval_every=20"]
-    full = _cli([*args, "hydra.run.dir=full"], tmp_path, env)
-    out, _ = full.communicate(timeout=300)
-    assert full.returncode == 0, out
-
-    cut = _cli([*args, "hydra.run.dir=cut"], tmp_path, env)
-    metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 15):
-        time.sleep(0.05)
-    cut.send_signal(sig)
-    out, _ = cut.communicate(timeout=120)
-    assert cut.returncode == 0, out
-    summary = read_summary(tmp_path / "cut")
-    assert summary["status"] == "preempted" and 15 <= summary["steps_done"] < 60, out
-
-    again = _cli([*args, "hydra.run.dir=cut"], tmp_path, env)
-    out, _ = again.communicate(timeout=300)
-    assert again.returncode == 0, out
-    assert "resuming" in out
+    run = interrupt_and_resume(args, tmp_path, env, lines=15, sig=sig)
+    assert run["cut_code"] == 0, run["cut_out"]
+    summary = run["cut_summary"]
+    assert summary["status"] == "preempted" and 15 <= summary["steps_done"] < 60, run["cut_out"]
+    assert run["again_code"] == 0, run["again_out"]
+    assert "resuming" in run["again_out"]
     summary = read_summary(tmp_path / "cut")
     assert summary["status"] == "completed" and summary["resumes"] == 1
     assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "full")

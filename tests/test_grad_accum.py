@@ -4,18 +4,15 @@ last micro-batch's — and a run resumed at an optimizer-step boundary equals an
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 from pathlib import Path
 
 from conftest import subprocess_env
-from sfbench.tracking import read_summary
-from test_cli import _cli, metric_rows, run_cli
+from test_cli import interrupt_and_resume, metric_rows, run_cli
 
 BASE = ["task=logreg", "task.batch_size=24", "logger=none", "trainer.steps=15", "trainer.eval_every=5",
         "trainer.ckpt_every=5"]
@@ -59,20 +56,9 @@ def test_resume_at_a_step_boundary_equals_an_uninterrupted_run(tmp_path, sfbench
     env = subprocess_env(sfbench_env)
     args = [*BASE, "opt=sf_polyak", "trainer.grad_accum=3", "trainer.steps=3000", "trainer.eval_every=1000",
             "trainer.ckpt_every=0"]
-    full = _cli([*args, "hydra.run.dir=full"], tmp_path, env)
-    out, _ = full.communicate(timeout=300)
-    assert full.returncode == 0, out
-    cut = _cli([*args, "hydra.run.dir=cut"], tmp_path, env)
-    metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 300):
-        time.sleep(0.02)
-    cut.send_signal(signal.SIGTERM)
-    out, _ = cut.communicate(timeout=120)
-    assert read_summary(tmp_path / "cut")["status"] == "preempted", out
-    again = _cli([*args, "hydra.run.dir=cut"], tmp_path, env)
-    out, _ = again.communicate(timeout=300)
-    assert again.returncode == 0 and "resuming" in out, out
+    run = interrupt_and_resume(args, tmp_path, env, lines=300, poll_s=0.02)
+    assert run["cut_summary"]["status"] == "preempted", run["cut_out"]
+    assert run["again_code"] == 0 and "resuming" in run["again_out"], run["again_out"]
     assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "full")
     assert torch.equal(torch.load(tmp_path / "cut" / "model.pt")["w"], torch.load(tmp_path / "full" / "model.pt")["w"])
 
