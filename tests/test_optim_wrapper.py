@@ -265,3 +265,108 @@ def test_distance_at_z_is_the_stored_z_in_both_modes():
     assert opt.distance_sq_at_z(origin) == pytest.approx(direct, rel=1e-12)
     with pytest.raises(ValueError, match="origin has"):
         opt.distance_sq_at_z(origin[:-1])
+
+
+# -- the one-pass step around SGD / Adam / AdamW (`fused`) -------------------------------------------------------------
+
+FUSED_BASES = {
+    "sgd-nesterov": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.8, nesterov=True, weight_decay=0.01),
+    "sgd-dampening-maximize": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.7, dampening=0.3, maximize=True),
+    "sgd-plain": lambda ps: torch.optim.SGD(ps, lr=0.3, weight_decay=0.02),
+    "adam-coupled": lambda ps: torch.optim.Adam(ps, lr=0.05, betas=(0.5, 0.99), weight_decay=0.01),
+    "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.05, betas=(0.5, 0.99), weight_decay=0.01),
+    "adamw-fused-maximize": lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1, fused=True, maximize=True),
+}
+
+
+@pytest.mark.parametrize("base", ["sgd-momentum", "adamw"])
+def test_one_pass_step_matches_the_reference_wrapper(base):
+    """The compiled one-pass step takes the reference wrapper's steps (its own base step, its own lerps), float64."""
+    init = params()
+    a, b = leaves(init), leaves(init)
+    make = {"sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.8, weight_decay=0.01),
+            "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.05, betas=(0.5, 0.99), weight_decay=0.01)}[base]
+    kw = dict(momentum=0.9, weight_decay_at_y=0.1)
+    ours = ScheduleFree(make(a), fused=True, **kw)
+    ref_base = make(b)
+    if base == "adamw":
+        _preinit_adamw(ref_base)
+    ref = schedulefree.ScheduleFreeWrapper(ref_base, **kw)
+    for t in range(100):
+        for p in a:
+            p.grad = None
+        run([(a, ours), (b, ref)], 1, start=t)
+        assert ours._compiled, "the step did not take the one-pass path"
+        close(a, b, 1e-11)
+    ours.eval(), ref.eval()
+    close(a, b, 1e-11)
+    close([ours.state[p]["z"] for p in a], [ref.state[p]["z"] for p in b], 1e-11)
+
+
+@pytest.mark.parametrize("base", list(FUSED_BASES))
+def test_one_pass_step_equals_the_generic_step_and_shares_the_bases_state(base):
+    """Fused and generic steps agree (float64 rounding) for every base option the kernel implements — maximize,
+    Nesterov, dampening, coupled and decoupled decay, torch's fused AdamW state — with warm-up and decay at y; the two
+    paths hand over in the middle of a run (a trainer switching the theory's ‖g‖²_P on and off, which needs the generic
+    step), and the base's state afterwards is the base's: a plain torch optimizer loading it continues the same."""
+    init = params()
+    a, b = leaves(init), leaves(init)
+    kw = dict(momentum=0.8, weight_decay_at_y=0.05, warmup_steps=4)
+    fused = ScheduleFree(FUSED_BASES[base](a), fused=True, **kw)
+    generic = ScheduleFree(FUSED_BASES[base](b), fused=False, **kw)
+    for t in range(24):
+        fused.record_grad_sq = 8 <= t < 12       # steps 8–11 generic in both
+        run([(a, fused), (b, generic)], 1, start=t, toggle=t % 5 == 0)
+        close(a, b, 1e-12)
+    assert fused._compiled
+    sd_fused, sd_generic = fused.base.state_dict(), generic.base.state_dict()
+    assert sd_fused["state"].keys() == sd_generic["state"].keys()
+    for i, state in sd_generic["state"].items():
+        assert sd_fused["state"][i].keys() == state.keys()
+        close(list(sd_fused["state"][i].values()), list(state.values()), 1e-12)
+    # the base's own step continues from the state the fused path left
+    plain_a, plain_b = FUSED_BASES[base](a), FUSED_BASES[base](b)
+    plain_a.load_state_dict(sd_fused), plain_b.load_state_dict(sd_generic)
+    for p, q, g in zip(a, b, grads(99, a)):
+        p.grad, q.grad = g.clone(), g.clone()
+    plain_a.step(), plain_b.step()
+    close(a, b, 1e-12)
+
+
+def test_one_pass_step_refuses_bases_it_does_not_implement_and_falls_back_where_needed():
+    with pytest.raises(ValueError, match="fused=True: the one-pass step exists for torch.optim.SGD, Adam and AdamW"):
+        ScheduleFree(torch.optim.RMSprop(leaves(params()), lr=0.1), fused=True)
+    with pytest.raises(ValueError, match="fused='yes'"):
+        ScheduleFree(torch.optim.SGD(leaves(params()), lr=0.1), fused="yes")
+    # SF-Polyak and an amsgrad group take the generic step, with the same results as fused=False
+    init = params()
+    for make, extra, loss in [(lambda ps: torch.optim.SGD(ps, lr=0.1), dict(lr_rule="polyak"), lambda t: 0.5),
+                              (lambda ps: torch.optim.AdamW(ps, lr=0.05, amsgrad=True), {}, None)]:
+        a, b = leaves(init), leaves(init)
+        fused, generic = ScheduleFree(make(a), fused=True, **extra), ScheduleFree(make(b), fused=False, **extra)
+        run([(a, fused), (b, generic)], 5, loss=loss)
+        assert not fused._compiled
+        close(a, b, 0)
+    # a small model with fused=None stays generic (no compile for milliseconds of work)
+    a = leaves(init)
+    auto = ScheduleFree(torch.optim.SGD(a, lr=0.1, momentum=0.9))
+    run([(a, auto)], 2)
+    assert not auto._compiled
+
+
+def test_one_pass_step_copies_and_reloads():
+    """deepcopy / pickle of a fused wrapper (compiled kernels are not copied: the copy compiles its own) and a state
+    dict saved from the fused path continue exactly like the original."""
+    init = params()
+    a, b = leaves(init), leaves(init)
+    ours = ScheduleFree(FUSED_BASES["adamw"](a), fused=True, momentum=0.9)
+    run([(a, ours)], 5)
+    a2, copied = copy.deepcopy((a, ours))
+    resumed = ScheduleFree(FUSED_BASES["adamw"](b), fused=True, momentum=0.9)
+    with torch.no_grad():
+        for p, q in zip(b, a):
+            p.copy_(q)
+    resumed.load_state_dict(copy.deepcopy(ours.state_dict()))
+    run([(a, ours), (b, resumed), (a2, copied)], 5, start=5)
+    close(a, b, 0)
+    close(a, a2, 0)

@@ -84,6 +84,34 @@ def compile_supported(device: torch.device) -> tuple[bool, str]:
     return False, f"device type {device.type!r} has no inductor backend here"
 
 
+def decide_fused(fused: bool | None, params: list[torch.Tensor]) -> bool:
+    """Whether an optimizer with argument `fused` (True, False, None = auto) over `params` runs compiled kernels:
+    auto when torch.compile can build kernels for every device and the model has ≥ FUSED_AUTO_MIN_NUMEL elements."""
+    if fused is False:
+        return False
+    reasons = [why for ok, why in (compile_supported(d) for d in {p.device for p in params}) if not ok]
+    if fused is True:
+        if reasons:
+            raise RuntimeError(f"fused=True needs torch.compile, which can't build kernels here: {'; '.join(reasons)}. "
+                               "Use fused=False.")
+        return True
+    return not reasons and sum(p.numel() for p in params) >= FUSED_AUTO_MIN_NUMEL
+
+
+def compiled_kernel(cache: dict, name: str, key: tuple) -> Callable:
+    """`kernels.<name>` under torch.compile, made once per `key` (its second entry the device) and kept in `cache`."""
+    fn = cache.get((name, key))
+    if fn is None:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default_compile_cache_dir())
+        # On CUDA, inductor's combo kernels fuse the per-tensor loops horizontally (a handful of launches per
+        # step instead of one per tensor): measured on an H100, 72 tensors / 75.6M params, sf_update 1.99 → 1.08
+        # ms against fused AdamW's 1.27 (docs/benchmarks.md). The CPU backend has no combo kernels.
+        options = {"combo_kernels": True} if "cuda" in key[1] else None
+        fn = torch.compile(_fresh_function(getattr(kernels, name)), fullgraph=True, dynamic=False, options=options)
+        cache[(name, key)] = fn
+    return fn
+
+
 class ScheduleFreeBase(Optimizer):
     """Base class of the schedule-free optimizers (ALGORITHMS.md section A; SF-Polyak [B1]).
 
@@ -218,19 +246,7 @@ class ScheduleFreeBase(Optimizer):
     def _decide_fused(self) -> bool:
         if self._fused_decision is not None:
             return self._fused_decision
-        params = [p for g in self.param_groups for p in g["params"]]
-        devices = {p.device for p in params}
-        if self._fused_arg is False:
-            decision = False
-        else:
-            reasons = [why for ok, why in (compile_supported(d) for d in devices) if not ok]
-            if self._fused_arg is True:
-                if reasons:
-                    raise RuntimeError(f"fused=True needs torch.compile, which can't build kernels here: "
-                                       f"{'; '.join(reasons)}. Use fused=False.")
-                decision = True
-            else:
-                decision = not reasons and sum(p.numel() for p in params) >= FUSED_AUTO_MIN_NUMEL
+        decision = decide_fused(self._fused_arg, [p for g in self.param_groups for p in g["params"]])
         self._fused_decision = decision
         return decision
 
@@ -241,17 +257,7 @@ class ScheduleFreeBase(Optimizer):
         start receiving gradients over time (progressive unfreezing), never runs into torch.compile's recompile
         limit; each new key costs one compile (from the on-disk cache when the shapes were seen before).
         """
-        fn = self._compiled.get((name, key))
-        if fn is None:
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", default_compile_cache_dir())
-            # On CUDA, inductor's combo kernels fuse the per-tensor loops horizontally (a handful of launches per
-            # step instead of one per tensor): measured on an H100, 72 tensors / 75.6M params, sf_update 1.99 → 1.08
-            # ms against fused AdamW's 1.27 (docs/benchmarks.md). The CPU backend has no combo kernels.
-            options = {"combo_kernels": True} if "cuda" in key[1] else None
-            fn = torch.compile(_fresh_function(getattr(kernels, name)), fullgraph=True, dynamic=False,
-                               options=options)
-            self._compiled[(name, key)] = fn
-        return fn
+        return compiled_kernel(self._compiled, name, key)
 
     def _run(self, name: str, key: tuple, *args, scalars: tuple) -> Any:
         """Run kernel `name` (or its foreach twin) with `scalars` passed as floats (eager) or 0-d tensors (compiled)."""

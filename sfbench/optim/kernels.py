@@ -165,6 +165,53 @@ def _preconditioner_denominator(g: torch.Tensor, v: torch.Tensor, beta2, bc2, ep
     return ((beta2 * _acc(v) + (1 - beta2) * g * g) / bc2).sqrt() + eps
 
 
+# -- ScheduleFree(base) in one pass, for the bases whose update is written out here (optim/wrapper.py) ---------------
+
+
+def _wrapped_x(y: torch.Tensor, z: torch.Tensor, ay, az, xc) -> tuple[torch.Tensor, torch.Tensor]:
+    """The wrapper's decay at y (z ← z − az·y, y ← y − ay·y) and then x = y + (1 − 1/β)(z − y) [A1], in registers."""
+    z1 = z - az * y
+    y1 = y - ay * y
+    return y1 + xc * (z1 - y1), z1
+
+
+def wrapped_sgd(ys: Tensors, gs: Tensors, zs: Tensors, bufs: Tensors | None, nesterov: bool, ay, az, xc, yc, sign,
+                wd, mb, gc, momentum, lr) -> None:
+    """`ScheduleFree(torch.optim.SGD)` in one pass: x from y and z [A1], the base's SGD step of z with the gradient
+    taken at y [A3] (torch's op order: maximize `sign`, weight decay `wd` at z, momentum buffer
+    `buf ← mb·buf + gc·g` — mb = 0, gc = 1 on the buffer's first step, as torch clones g there — and Nesterov's
+    g + momentum·buf), then y' = x + yc (z' − x) with yc = 1 − β (1 − c) [A4]."""
+    for i in range(len(ys)):
+        y, g, z = ys[i], gs[i], zs[i]
+        x, z1 = _wrapped_x(y, z, ay, az, xc)
+        d = sign * g + wd * z1
+        if bufs is not None:
+            buf = mb * bufs[i] + gc * d
+            d = d + momentum * buf if nesterov else buf
+            bufs[i].copy_(buf)
+        z2 = z1 - lr * d
+        z.copy_(z2)
+        y.copy_(x + yc * (z2 - x))
+
+
+def wrapped_adam(ys: Tensors, gs: Tensors, zs: Tensors, ms: Tensors, vs: Tensors, ay, az, xc, yc, sign, wd, decay,
+                 beta1, beta2, step_size, bc2_sqrt, eps) -> None:
+    """`ScheduleFree(torch.optim.Adam / AdamW)` in one pass, as `wrapped_sgd` with torch's Adam step of z: coupled
+    weight decay `wd` (Adam) or the decoupled `decay` = 1 − γ λ (AdamW), m ← lerp(m, g, 1 − β1), v ← β2 v + (1 − β2) g²,
+    z ← z − (γ / bc1) m / (sqrt(v) / sqrt(bc2) + eps)."""
+    for i in range(len(ys)):
+        y, g, z, m, v = ys[i], gs[i], zs[i], ms[i], vs[i]
+        x, z1 = _wrapped_x(y, z, ay, az, xc)
+        g1 = sign * g + wd * z1
+        m1 = m + (1 - beta1) * (g1 - m)
+        v1 = beta2 * v + (1 - beta2) * g1 * g1
+        z2 = decay * z1 - step_size * m1 / (v1.sqrt() / bc2_sqrt + eps)
+        m.copy_(m1)
+        v.copy_(v1)
+        z.copy_(z2)
+        y.copy_(x + yc * (z2 - x))
+
+
 # -- eager kernels: one op sequence, run with multi-tensor ops or tensor by tensor ------------------------------------
 
 

@@ -19,6 +19,14 @@ y' = x + (1 − β (1 − c))(z' − x). That is 2 passes of 3 arrays on top of 
 three XOR passes and writes y in two lerps). The base must not keep references to its parameters' storage between
 steps (none of torch's optimizers do; CUDA-graph-captured steps would).
 
+The one-pass step (`fused`). Around torch's SGD, Adam and AdamW the wrapper can instead run a compiled kernel that
+does all of it in one pass over memory — x from y and z, the base's own update of z (its formulas, reading and
+writing its state: `momentum_buffer`, or `step`, `exp_avg`, `exp_avg_sq`), and the new y — so the wrapper costs its
+extra state (z) and nothing else: y, g, z and the base's buffers are each read once and written once. The base's state
+stays the base's (its `state_dict`, a later generic step and the base's own `step()` continue from it). Steps that need
+the generic path take it: SF-Polyak, a trainer recording ‖g‖²_P for the theory, sparse or complex gradients, bases with
+step hooks, amsgrad / capturable / differentiable groups, and models below 2²⁰ elements with `fused=None`.
+
 SF-Polyak around a base ([B1] with ‖g‖²_P = ⟨g, Δ⟩, Δ the base's update at lr = 1): the base steps once with its
 learning rate set to 1 (from a copy of z), the step size γ = min(cap, [f − ℓ* + ⟨g, z − y⟩]_+ / max(⟨g, Δ⟩, M)) is
 computed, and z' = z − γ Δ. Exact for bases whose update is linear in their lr — SGD (with or without momentum),
@@ -34,8 +42,12 @@ from typing import Any, Callable
 import torch
 from torch.optim import Optimizer
 
-from .base import LR_RULES, WEIGHTINGS, ScheduleFreeBase, call_closure, check_choice, check_range
+from .base import (LR_RULES, WEIGHTINGS, ScheduleFreeBase, _is_compile_failure, call_closure, check_choice, check_range,
+                   compiled_kernel, decide_fused)
 from .kernels import _acc
+
+#: Bases whose step `ScheduleFree` can run as one compiled pass together with its own interpolations (`fused`).
+_FUSED_BASES = {torch.optim.SGD: "sgd", torch.optim.Adam: "adam", torch.optim.AdamW: "adam"}
 
 #: The averaging settings and running scalars the wrapper keeps per parameter group of the base.
 _SF_SCALARS = dict(k=0, weight_sum=0.0, lr_max=-1.0, last_lr=0.0, last_c=0.0, scheduled_lr=0.0)
@@ -68,6 +80,8 @@ class ScheduleFree(Optimizer):
             see `SFSGD`); SF-Polyak's weights come from the scheduled cap, not the step taken, as in `SFSGD`.
         lr_rule: `schedule`, or `polyak` (SF-Polyak: `step(loss=…, lower_bound=…)`), `polyak_floor` its M.
         warmup_steps: the reference optimizers' linear warm-up of γ_t (0: none).
+        fused: the one-pass step around SGD / Adam / AdamW (module docstring): None (default) when the model has
+            ≥ 2²⁰ elements and torch.compile works here, True whenever the base is one of those, False never.
 
     The learning rate a weight uses is the group's `lr` times its `d` where the base keeps one (D-Adaptation,
     Prodigy), as in the reference wrapper. The optimizer starts in training mode (the reference wrapper starts in eval
@@ -79,7 +93,7 @@ class ScheduleFree(Optimizer):
     def __init__(self, base: Optimizer, weight_decay_at_y: float = 0.0, momentum: float = 0.9,
                  weight_lr_power: float = 2.0, r: float = 0.0, *, weighting: str | None = None, alpha: float = 0.5,
                  lr_rule: str = "schedule", polyak_floor: float = 1e-12, warmup_steps: int = 0,
-                 c: float = 0.1):
+                 c: float = 0.1, fused: bool | None = None):
         if not isinstance(base, Optimizer):
             raise TypeError(f"base={type(base).__name__} is not a torch.optim.Optimizer")
         if isinstance(base, (ScheduleFreeBase, ScheduleFree)):
@@ -97,7 +111,16 @@ class ScheduleFree(Optimizer):
         check_range("polyak_floor", polyak_floor, 0.0, math.inf, lo_open=True, hi_open=True)
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps={warmup_steps!r} is out of range; allowed: an integer ≥ 0 (0: no warm-up)")
+        if fused is not None and not isinstance(fused, bool):
+            raise ValueError(f"fused={fused!r} is not allowed; choose True, False or None (auto)")
+        if fused is True and type(base) not in _FUSED_BASES:
+            raise ValueError(f"fused=True: the one-pass step exists for torch.optim.SGD, Adam and AdamW bases, not "
+                             f"{type(base).__name__}; use fused=None or False (the generic step around any base)")
         self.base = base
+        self._fused_arg = fused
+        self._fused_decision: bool | None = None
+        self._compiled: dict = {}
+        self._adam_steps: dict = {}     # (group, device) → (first step tensor, its value): Adam's step counts, cached
         self.momentum = momentum
         self.weight_decay_at_y = weight_decay_at_y
         self.sf_defaults = dict(weighting=weighting, alpha=alpha, r=r, weight_lr_power=weight_lr_power,
@@ -173,6 +196,10 @@ class ScheduleFree(Optimizer):
                 if "z" not in self.state[p]:
                     self.state[p]["z"] = p.detach().clone(memory_format=torch.preserve_format)
             work.append((group, sf, self._lr(group, sf), ps, [self.state[p]["z"] for p in ps]))
+        kind = self._fused_kind()
+        if kind is not None and self._fused_step(kind, work):
+            return closure_loss
+        self._adam_steps.clear()        # the base steps itself: its step counts move on
         polyak = self.lr_rule == "polyak"
         if polyak and loss is None:
             raise ValueError("ScheduleFree with lr_rule='polyak' needs the minibatch loss at y: call "
@@ -223,18 +250,147 @@ class ScheduleFree(Optimizer):
                 self.last_grad_sq_P = sum(gpgs)
             else:                   # ‖g‖²_P of the step taken: ⟨g, Δ⟩ / γ
                 self.last_grad_sq_P = sum(g / lr for g, lr in zip(gpgs, caps) if lr > 0)
-        for (group, sf, scheduled, ps, zs), lr in zip(work, caps):
-            if "lr_lookahead" in group:     # γ_{t+1} for `schedulet`, written by sfbench's schedules
-                sf["lr_lookahead"] = group["lr_lookahead"]
-            c = ScheduleFreeBase._averaging_coefficient(sf, scheduled)      # from the scheduled γ_t (SF-Polyak: cap)
+        cs = self._coefficients(work)
+        for (_, _, _, ps, zs), c in zip(work, cs):
             if ps:      # y' = x + (1 − β (1 − c)) (z' − x): the new average and y in one pass
                 torch._foreach_lerp_([p.detach() for p in ps], zs, 1 - beta * (1 - c))
+        self._finish(work, caps, cs)
+        return closure_loss
+
+    def _coefficients(self, work: list) -> list[float]:
+        """c_{t+1} of each group [A5], from the scheduled γ_t (SF-Polyak: the cap); updates the running sums."""
+        cs = []
+        for group, sf, scheduled, _, _ in work:
+            if "lr_lookahead" in group:     # γ_{t+1} for `schedulet`, written by sfbench's schedules
+                sf["lr_lookahead"] = group["lr_lookahead"]
+            cs.append(ScheduleFreeBase._averaging_coefficient(sf, scheduled))
+        return cs
+
+    def _finish(self, work: list, steps: list[float], cs: list[float]) -> None:
+        """After a step: the step counters and what a trainer logs (the step taken, the averaging coefficient)."""
+        for (group, sf, _, _, _), lr, c in zip(work, steps, cs):
             sf["scheduled_lr"] = self._lr(group, sf)
             sf["k"] += 1
             sf["last_lr"], sf["last_c"] = lr, c
             group["last_lr"] = lr       # what a trainer logs as the step taken
             group["last_c"] = c         # and the averaging coefficient its online bound reads
-        return closure_loss
+
+    # -- the one-pass step around SGD / Adam / AdamW (module docstring) ------------------------------------------------
+
+    def _fused_kind(self) -> str | None:
+        """"sgd" or "adam" when this step can run as one compiled pass, else None (the generic path)."""
+        kind = _FUSED_BASES.get(type(self.base))
+        if kind is None or self._fused_arg is False or self.lr_rule != "schedule" or self.record_grad_sq:
+            return None
+        from torch.optim import optimizer as torch_optimizer
+        if (self.base._optimizer_step_pre_hooks or self.base._optimizer_step_post_hooks
+                or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks):
+            return None     # the base's hooks run around its own step(), which this path doesn't call
+        for group in self.param_groups:
+            if group.get("differentiable") or group.get("capturable") or group.get("amsgrad"):
+                return None
+        if self._fused_decision is None:
+            self._fused_decision = decide_fused(self._fused_arg, [p for g in self.param_groups for p in g["params"]])
+        return kind if self._fused_decision else None
+
+    def _fused_step(self, kind: str, work: list) -> bool:
+        """One step through `kernels.wrapped_sgd` / `wrapped_adam`; False (nothing written) where a tensor or the
+        base's state needs the generic path."""
+        plans = []
+        for index, (group, sf, lr, ps, zs) in enumerate(work):
+            by_device: dict = defaultdict(list)
+            for p, z in zip(ps, zs):
+                if p.grad.is_sparse or p.is_complex():
+                    return False
+                by_device[p.device].append((p, z))
+            for device, pairs in by_device.items():
+                # (torch's SGD without momentum keeps no state: don't create empty entries)
+                states = [self.base.state[p] for p, _ in pairs] if kind == "adam" or group["momentum"] != 0 else []
+                if kind == "sgd" and group["momentum"] != 0:
+                    fresh = {"momentum_buffer" not in s or s["momentum_buffer"] is None for s in states}
+                    if len(fresh) > 1:      # some buffers new, some not: torch clones g for the new ones
+                        return False
+                key = (index, str(device), tuple(id(p) for p, _ in pairs))
+                if kind == "adam" and not self._adam_step_known(key, states):
+                    return False            # parameters at different Adam step counts
+                plans.append((index, device, pairs, states, key))
+        cs = self._coefficients(work)
+        beta, wd_y = self.momentum, self.weight_decay_at_y
+        try:
+            for index, device, pairs, states, key in plans:
+                group, sf, lr, _, _ = work[index]
+                c = cs[index]
+                ys = [p.detach() for p, _ in pairs]
+                gs = [p.grad for p, _ in pairs]
+                zs = [z for _, z in pairs]
+                sign = -1.0 if group.get("maximize", False) else 1.0
+                common = (lr * wd_y * (1 - beta), lr * wd_y, 1 - 1 / beta, 1 - beta * (1 - c), sign)
+                if kind == "sgd":
+                    self._run_sgd(group, key, ys, gs, zs, states, lr, common)
+                else:
+                    self._run_adam(group, key, ys, gs, zs, states, lr, common)
+        except Exception as err:
+            if not _is_compile_failure(err):
+                raise
+            raise RuntimeError(f"ScheduleFree: torch.compile of the one-pass step failed ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0] if str(err) else ''}); construct it with fused=False") \
+                from err
+        if hasattr(self.base, "_opt_called"):
+            self.base._opt_called = True    # what a scheduler attached to the base checks
+        self._finish(work, [lr for _, _, lr, _, _ in work], cs)
+        return True
+
+    def _adam_step_known(self, key: tuple, states: list) -> bool:
+        """Whether all of these parameters are at one Adam step count (new ones: 0), kept in `_adam_steps` so that it
+        is read from the step tensors only when they were replaced (a load) or moved by the base's own step."""
+        if not states[0]:
+            self._adam_steps.pop(key, None)
+            return not any(states)
+        first = states[0].get("step")
+        cached = self._adam_steps.get(key)
+        if cached is not None and cached[0] is first:
+            return True
+        if not all("step" in s for s in states):
+            return False
+        values = {float(s["step"]) for s in states}
+        if len(values) > 1:
+            return False
+        self._adam_steps[key] = (first, values.pop())
+        return True
+
+    def _run_sgd(self, group: dict, key: tuple, ys, gs, zs, states: list, lr: float, common: tuple) -> None:
+        momentum = float(group["momentum"])
+        bufs = None
+        mb, gc = momentum, 1.0 - float(group["dampening"])
+        if momentum != 0:
+            if states[0].get("momentum_buffer") is None:     # torch's first step: buf = g (clone), here 0·0 + 1·g
+                for state, y in zip(states, ys):
+                    state["momentum_buffer"] = torch.zeros_like(y, memory_format=torch.preserve_format)
+                mb, gc = 0.0, 1.0
+            bufs = [state["momentum_buffer"] for state in states]
+        scalars = (*common, float(group["weight_decay"]), mb, gc, momentum, lr)
+        tensors = tuple(torch.tensor(s, dtype=torch.float64) for s in scalars)
+        compiled_kernel(self._compiled, "wrapped_sgd", key)(ys, gs, zs, bufs, bool(group["nesterov"]), *tensors)
+
+    def _run_adam(self, group: dict, key: tuple, ys, gs, zs, states: list, lr: float, common: tuple) -> None:
+        if not states[0]:       # torch's Adam state (its _init_group): step on the device only when fused
+            on_device = bool(group.get("fused"))
+            for state, y in zip(states, ys):
+                state["step"] = torch.tensor(0.0, dtype=torch.float32, device=y.device if on_device else "cpu")
+                state["exp_avg"] = torch.zeros_like(y, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(y, memory_format=torch.preserve_format)
+        steps = [state["step"] for state in states]
+        step = self._adam_steps.get(key, (None, 0.0))[1] + 1
+        torch._foreach_add_(steps, 1.0)
+        self._adam_steps[key] = (steps[0], step)
+        beta1, beta2 = (float(b) for b in group["betas"])
+        wd = float(group["weight_decay"])
+        decoupled = bool(group.get("decoupled_weight_decay", False))
+        scalars = (*common, 0.0 if decoupled else wd, 1 - lr * wd if decoupled else 1.0, beta1, beta2,
+                   lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step), float(group["eps"]))
+        tensors = tuple(torch.tensor(s, dtype=torch.float64) for s in scalars)
+        compiled_kernel(self._compiled, "wrapped_adam", key)(ys, gs, zs, [s["exp_avg"] for s in states],
+                                                             [s["exp_avg_sq"] for s in states], *tensors)
 
     def _exchange(self, work: list) -> None:
         """Exchange the storage of each parameter with its state's z (no copy): the base then steps z in place."""
@@ -336,6 +492,7 @@ class ScheduleFree(Optimizer):
             raise ValueError(f"ScheduleFree.load_state_dict: the state dict has {len(ours['groups'])} parameter "
                              f"groups, this optimizer {len(self.param_groups)}")
         self.base.load_state_dict(base_sd)
+        self._adam_steps.clear()
         params = [p for group in self.param_groups for p in group["params"]]
         self.state = defaultdict(dict)
         for i, z in ours["z"].items():
@@ -370,7 +527,11 @@ class ScheduleFree(Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         """Copies (deepcopy, pickle) keep the base and the averaging state, not only torch's three entries."""
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
+        return {k: v for k, v in self.__dict__.items()
+                if not k.startswith("_optimizer_") and k not in ("_compiled", "_adam_steps")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("_fused_arg", None)
+        self.__dict__.setdefault("_fused_decision", None)
+        self._compiled, self._adam_steps = {}, {}
