@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config
 from transformers import GPT2LMHeadModel as HFGPT2LMHeadModel
 
+from sfbench.tasks.gpt2_fast import GELUTanh
 from sfbench.tasks.gpt_model import gpt2, logits_of, model_class, next_token_ce
 
 SHAPE = dict(vocab_size=256, block_size=32, n_layer=2, n_embd=48, n_head=3)
@@ -102,6 +103,8 @@ def test_other_arguments_take_transformers_path():
     model = gpt2(**SHAPE).eval()
     reference = HFGPT2LMHeadModel(copy.deepcopy(model.config)).eval()      # transformers' class, same config
     reference.load_state_dict(model.state_dict())
+    for block in reference.transformer.h:      # and the same activation module, so that the arithmetic is the same
+        block.mlp.act = GELUTanh()
     x, _ = batch(2)
     mask = torch.ones_like(x)
     mask[:, :5] = 0
@@ -132,10 +135,10 @@ def test_save_pretrained_is_an_ordinary_gpt2_checkpoint(tmp_path):
     x, _ = batch(4)
     with torch.no_grad():
         ours = model(input_ids=x).logits
+        assert torch.equal(model_class().from_pretrained(tmp_path / "m").eval()(input_ids=x).logits, ours)
         for loaded in (AutoModelForCausalLM.from_pretrained(tmp_path / "m"),
-                       HFGPT2LMHeadModel.from_pretrained(tmp_path / "m"),
-                       model_class().from_pretrained(tmp_path / "m")):
-            assert torch.equal(loaded.eval()(input_ids=x).logits, ours)
+                       HFGPT2LMHeadModel.from_pretrained(tmp_path / "m")):   # PyTorch's tanh-GELU kernel: rounding
+            torch.testing.assert_close(loaded.eval()(input_ids=x).logits, ours, rtol=0, atol=1e-5)
 
 
 def test_loads_a_checkpoint_written_by_transformers(tmp_path):
@@ -146,9 +149,10 @@ def test_loads_a_checkpoint_written_by_transformers(tmp_path):
     theirs.save_pretrained(tmp_path / "t")
     ours = model_class().from_pretrained(tmp_path / "t").eval()
     assert ours.config.activation_function == "gelu_new"
+    assert all(isinstance(block.mlp.act, GELUTanh) for block in ours.transformer.h)     # the same function
     x, _ = batch(5)
     with torch.no_grad():
-        assert torch.equal(ours(input_ids=x).logits, theirs(input_ids=x).logits)
+        torch.testing.assert_close(ours(input_ids=x).logits, theirs(input_ids=x).logits, rtol=0, atol=1e-5)
 
 
 def test_short_windows_and_single_tokens():
@@ -164,3 +168,46 @@ def test_cross_entropy_helper_is_torch_cross_entropy():
     x, y = batch(9)
     logits = torch.randn(*x.shape, 256)
     torch.testing.assert_close(next_token_ce(logits, y), F.cross_entropy(logits.permute(0, 2, 1), y))
+
+
+def _gelu_tanh_f64(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh GELU written out in float64 (the oracle)."""
+    x = x.double()
+    return 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3)))
+
+
+def test_cpu_gelu_is_gpt2s_tanh_gelu_to_float_rounding():
+    """`GELUTanh` (sigmoid form, its own backward) against the float64 function and its autograd derivative: within
+    the error of PyTorch's own float32 kernel, on values from −12 to 12 and the extremes."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(20000, generator=g) * 3, torch.linspace(-12, 12, 2001),
+                   torch.tensor([0.0, -0.0, 30.0, -30.0, 1e4, -1e4])])
+    grad_out = torch.randn(x.shape, generator=g)
+    ours_x = x.clone().requires_grad_()
+    ours = GELUTanh()(ours_x)
+    ours.backward(grad_out)
+    exact_x = x.double().requires_grad_()
+    exact = _gelu_tanh_f64(exact_x)
+    exact.backward(grad_out.double())
+    torch_y = F.gelu(x, approximate="tanh")
+    torch_grad = torch.ops.aten.gelu_backward(grad_out, x, approximate="tanh")
+    scale = exact.abs().clamp_min(1.0)
+    assert ((ours.double() - exact).abs() / scale).max() <= 2 * ((torch_y.double() - exact).abs() / scale).max()
+    assert ((ours.double() - exact).abs() / scale).max() < 1e-6
+    gscale = exact_x.grad.abs().clamp_min(1.0)
+    ours_err = ((ours_x.grad.double() - exact_x.grad).abs() / gscale).max()
+    torch_err = ((torch_grad.double() - exact_x.grad).abs() / gscale).max()
+    assert ours_err <= 2 * torch_err and ours_err < 1e-5, (ours_err, torch_err)
+    with torch.no_grad():               # the forward-only path gives the training path's values
+        assert torch.equal(GELUTanh()(x), ours.detach())
+    big = torch.tensor([float("inf"), float("-inf"), float("nan")])
+    torch.testing.assert_close(GELUTanh()(big), F.gelu(big, approximate="tanh"), equal_nan=True)
+
+
+def test_cpu_gelu_falls_back_to_pytorchs_kernel_off_float32():
+    """Half precision (autocast on a CPU) and the compiled path use PyTorch's kernel itself."""
+    x = torch.randn(64, 48)
+    for dtype in (torch.bfloat16, torch.float16):
+        assert torch.equal(GELUTanh()(x.to(dtype)), F.gelu(x.to(dtype), approximate="tanh"))
+    x64 = torch.randn(64, 48, dtype=torch.float64)
+    torch.testing.assert_close(GELUTanh()(x64), _gelu_tanh_f64(x64), rtol=1e-14, atol=1e-14)
