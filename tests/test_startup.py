@@ -8,7 +8,9 @@ import sys
 
 from conftest import subprocess_env
 
-OPTIONAL = ("transformers", "datasets", "wandb", "scipy", "matplotlib", "pandas", "PEPit", "submitit")
+# torch._dynamo too: torch's optimizers import it (3 s here) on their first add_param_group / zero_grad / state_dict;
+# sfbench's SF optimizers skip that wrapper until something else has imported it (optim/base.py, without_lazy_dynamo)
+OPTIONAL = ("transformers", "datasets", "wandb", "scipy", "matplotlib", "pandas", "PEPit", "submitit", "torch._dynamo")
 
 PROBE = """
 import json, sys

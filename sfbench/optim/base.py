@@ -10,9 +10,11 @@ Per-group running scalars are kept *in the param group* (`k`, `weight_sum`, `lr_
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
+import sys
 import types
 import warnings
 from collections import defaultdict
@@ -84,6 +86,32 @@ def compile_supported(device: torch.device) -> tuple[bool, str]:
     return False, f"device type {device.type!r} has no inductor backend here"
 
 
+def without_lazy_dynamo(method: Callable) -> Callable:
+    """`torch.optim.Optimizer`'s `method` minus torch's `_disable_dynamo` wrapper while torch._dynamo isn't imported.
+
+    torch wraps `add_param_group`, `zero_grad`, `state_dict` and `load_state_dict` so that torch.compile never traces
+    them, and the wrapper's first call imports torch._dynamo: 3.2 s on the 2-core VM, a quarter of a whole 600-step
+    `task=logreg` run (docs/benchmarks.md "start-up"). Until torch._dynamo is imported nothing can be compiling, so the
+    wrapper has nothing to do and the plain method runs; once it is (a compiled kernel, `trainer.compile`, a torch
+    optimizer elsewhere in the process), torch's wrapped method runs, as without this."""
+    plain = getattr(method, "__wrapped__", method)
+
+    @functools.wraps(plain)
+    def call(self, *args, **kwargs):
+        return (method if "torch._dynamo" in sys.modules else plain)(self, *args, **kwargs)
+
+    return call
+
+
+class _Optimizer(Optimizer):
+    """`torch.optim.Optimizer` whose bookkeeping methods don't import torch._dynamo (`without_lazy_dynamo`)."""
+
+    add_param_group = without_lazy_dynamo(Optimizer.add_param_group)
+    zero_grad = without_lazy_dynamo(Optimizer.zero_grad)
+    state_dict = without_lazy_dynamo(Optimizer.state_dict)
+    load_state_dict = without_lazy_dynamo(Optimizer.load_state_dict)
+
+
 def decide_fused(fused: bool | None, params: list[torch.Tensor]) -> bool:
     """Whether an optimizer with argument `fused` (True, False, None = auto) over `params` runs compiled kernels:
     auto when torch.compile can build kernels for every device and the model has ≥ FUSED_AUTO_MIN_NUMEL elements."""
@@ -112,7 +140,7 @@ def compiled_kernel(cache: dict, name: str, key: tuple) -> Callable:
     return fn
 
 
-class ScheduleFreeBase(Optimizer):
+class ScheduleFreeBase(_Optimizer):
     """Base class of the schedule-free optimizers (ALGORITHMS.md section A; SF-Polyak [B1]).
 
     Subclasses set `_adam` (whether P_t is Adam's D_t⁻¹) and `_beta_key` (how β is read from a group).

@@ -27,7 +27,7 @@ torch.compile, which fuses the activation anyway) it is PyTorch's `gelu(approxim
 
 The class keeps transformers' name so that `save_pretrained` writes `"architectures": ["GPT2LMHeadModel"]` and the
 directory is an ordinary GPT-2 checkpoint for any loader. The activation is a config choice made in
-`sfbench.tasks.gpt_model.gpt2` (`gelu_pytorch_tanh`, one fused kernel; the same function as GPT-2's `gelu_new`).
+`sfbench.tasks.gpt_model.gpt2` (`gelu_pytorch_tanh`, the same function as GPT-2's `gelu_new`), computed by `GELUTanh`.
 """
 
 from __future__ import annotations
