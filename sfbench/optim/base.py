@@ -310,30 +310,34 @@ class ScheduleFreeBase(_Optimizer):
         beta = self._beta(group)
         layout = self._layout(group)
         out: dict[torch.device, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        for index, p in enumerate(group["params"]):
-            if p.grad is None:
+        adam, states = self._adam, self.state
+        for index, p in enumerate(group["params"]):       # (runs every step: kept lean, ~3 µs a parameter)
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
+            sparse = grad.is_sparse
+            if sparse:
                 self._check_sparse(group)
-            state = self.state[p]
-            if not state:
-                if layout == "x":
-                    state["x"] = p.detach().clone(memory_format=torch.preserve_format)
-                elif layout == "z":
-                    state["z"] = p.detach().clone(memory_format=torch.preserve_format)       # z_0 = y_0
-                else:
-                    state["u"] = torch.zeros_like(p, memory_format=torch.preserve_format)   # u_0 = z_0 − y_0
-                if self._adam:
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            self._check_storage(state, beta)
-            self._convert_layout(state, p, layout)
+            state = states[p]
+            if layout not in state:     # new, or stored for another rule or β
+                if not state:
+                    if layout == "x":
+                        state["x"] = p.detach().clone(memory_format=torch.preserve_format)
+                    elif layout == "z":
+                        state["z"] = p.detach().clone(memory_format=torch.preserve_format)       # z_0 = y_0
+                    else:
+                        state["u"] = torch.zeros_like(p, memory_format=torch.preserve_format)   # u_0 = z_0 − y_0
+                    if adam:
+                        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self._check_storage(state, beta)
+                self._convert_layout(state, p, layout)
             lists = out[p.device]
-            prefix = "s" if p.grad.is_sparse else ""
+            prefix = "s" if sparse else ""
             lists[prefix + "index"].append(index)
             lists[prefix + "y"].append(p.detach())
-            lists[prefix + "g"].append(p.grad)
+            lists[prefix + "g"].append(grad)
             lists[prefix + layout].append(state[layout])
-            if self._adam:
+            if adam:
                 lists["v"].append(state["exp_avg_sq"])
         return out
 
