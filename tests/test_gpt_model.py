@@ -204,6 +204,14 @@ def test_cpu_gelu_is_gpt2s_tanh_gelu_to_float_rounding():
     torch.testing.assert_close(GELUTanh()(big), F.gelu(big, approximate="tanh"), equal_nan=True)
 
 
+def test_cpu_gelu_has_first_and_second_derivatives():
+    """gradcheck and gradgradcheck (float64): Hessian-vector products through the model stay possible."""
+    x = torch.randn(40, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(1)) * 3
+    x = x.detach().requires_grad_()
+    assert torch.autograd.gradcheck(GELUTanh(), (x,))
+    assert torch.autograd.gradgradcheck(GELUTanh(), (x,))
+
+
 def test_cpu_gelu_falls_back_to_pytorchs_kernel_off_float32():
     """Half precision (autocast on a CPU) and the compiled path use PyTorch's kernel itself."""
     x = torch.randn(64, 48)

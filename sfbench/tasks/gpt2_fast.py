@@ -79,9 +79,11 @@ class _GELUTanhCPU(torch.autograd.Function):
         return x * s
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         x, s = ctx.saved_tensors
+        if torch.is_grad_enabled():     # create_graph=True (second derivatives): the same formula, differentiable in x
+            s = torch.sigmoid(2 * _K * (x + _A * x * x * x))
+            return grad * s * (1 + x * (1 - s) * (2 * _K * (1 + 3 * _A * x * x)))
         d = torch.addcmul(torch.tensor(2 * _K, dtype=x.dtype), x, x, value=6 * _K * _A).mul_(x)    # x·2u′
         d.addcmul_(d, s, value=-1)                                                                 # x·2u′(1 − s)
         return d.add_(1).mul_(s).mul_(grad)
