@@ -333,6 +333,25 @@ def test_one_pass_step_equals_the_generic_step_and_shares_the_bases_state(base):
     close(a, b, 1e-12)
 
 
+@pytest.mark.parametrize("base", ["adamw", "adam-coupled"])
+def test_one_pass_step_keeps_each_parameters_own_adam_step_count(base):
+    """A parameter without a gradient in some steps falls behind in Adam's step count (torch skips it); the one-pass
+    step uses each parameter's own count in the bias corrections, as torch's Adam (the generic step's base) does."""
+    init = params()
+    a, b = leaves(init), leaves(init)
+    fused = ScheduleFree(FUSED_BASES[base](a), fused=True, momentum=0.9)
+    generic = ScheduleFree(FUSED_BASES[base](b), fused=False, momentum=0.9)
+    for t in range(12):
+        gs = grads(t, a)
+        for ps, opt in ((a, fused), (b, generic)):
+            for i, (p, g) in enumerate(zip(ps, gs)):
+                p.grad = None if (i == 1 and t % 3 != 0) else g.clone()
+            opt.step()
+        close(a, b, 1e-12)
+    assert fused._compiled
+    assert float(fused.base.state[a[0]]["step"]) == 12 and float(fused.base.state[a[1]]["step"]) == 4
+
+
 def test_one_pass_step_refuses_bases_it_does_not_implement_and_falls_back_where_needed():
     with pytest.raises(ValueError, match="fused=True: the one-pass step exists for torch.optim.SGD, Adam and AdamW"):
         ScheduleFree(torch.optim.RMSprop(leaves(params()), lr=0.1), fused=True)

@@ -194,18 +194,19 @@ def wrapped_sgd(ys: Tensors, gs: Tensors, zs: Tensors, bufs: Tensors | None, nes
         y.copy_(x + yc * (z2 - x))
 
 
-def wrapped_adam(ys: Tensors, gs: Tensors, zs: Tensors, ms: Tensors, vs: Tensors, ay, az, xc, yc, sign, wd, decay,
-                 beta1, beta2, step_size, bc2_sqrt, eps) -> None:
+def wrapped_adam(ys: Tensors, gs: Tensors, zs: Tensors, ms: Tensors, vs: Tensors, step_sizes: torch.Tensor,
+                 bc2_sqrts: torch.Tensor, ay, az, xc, yc, sign, wd, decay, beta1, beta2, eps) -> None:
     """`ScheduleFree(torch.optim.Adam / AdamW)` in one pass, as `wrapped_sgd` with torch's Adam step of z: coupled
     weight decay `wd` (Adam) or the decoupled `decay` = 1 − γ λ (AdamW), m ← lerp(m, g, 1 − β1), v ← β2 v + (1 − β2) g²,
-    z ← z − (γ / bc1) m / (sqrt(v) / sqrt(bc2) + eps)."""
+    z ← z − (γ / bc1) m / (sqrt(v) / sqrt(bc2) + eps); `step_sizes[i]` = γ / bc1 and `bc2_sqrts[i]` = sqrt(bc2) of
+    tensor i's own Adam step count (float64)."""
     for i in range(len(ys)):
         y, g, z, m, v = ys[i], gs[i], zs[i], ms[i], vs[i]
         x, z1 = _wrapped_x(y, z, ay, az, xc)
         g1 = sign * g + wd * z1
         m1 = m + (1 - beta1) * (g1 - m)
         v1 = beta2 * v + (1 - beta2) * g1 * g1
-        z2 = decay * z1 - step_size * m1 / (v1.sqrt() / bc2_sqrt + eps)
+        z2 = decay * z1 - step_sizes[i] * m1 / (v1.sqrt() / bc2_sqrts[i] + eps)
         m.copy_(m1)
         v.copy_(v1)
         z.copy_(z2)

@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import torch
 from torch.optim import Optimizer
+from torch.optim import optimizer as torch_optimizer
 
 from .base import (LR_RULES, WEIGHTINGS, ScheduleFreeBase, _is_compile_failure, call_closure, check_choice, check_range,
                    compiled_kernel, decide_fused)
@@ -120,7 +121,6 @@ class ScheduleFree(Optimizer):
         self._fused_arg = fused
         self._fused_decision: bool | None = None
         self._compiled: dict = {}
-        self._adam_steps: dict = {}     # (group, device) → (first step tensor, its value): Adam's step counts, cached
         self.momentum = momentum
         self.weight_decay_at_y = weight_decay_at_y
         self.sf_defaults = dict(weighting=weighting, alpha=alpha, r=r, weight_lr_power=weight_lr_power,
@@ -199,7 +199,6 @@ class ScheduleFree(Optimizer):
         kind = self._fused_kind()
         if kind is not None and self._fused_step(kind, work):
             return closure_loss
-        self._adam_steps.clear()        # the base steps itself: its step counts move on
         polyak = self.lr_rule == "polyak"
         if polyak and loss is None:
             raise ValueError("ScheduleFree with lr_rule='polyak' needs the minibatch loss at y: call "
@@ -282,7 +281,6 @@ class ScheduleFree(Optimizer):
         kind = _FUSED_BASES.get(type(self.base))
         if kind is None or self._fused_arg is False or self.lr_rule != "schedule" or self.record_grad_sq:
             return None
-        from torch.optim import optimizer as torch_optimizer
         if (self.base._optimizer_step_pre_hooks or self.base._optimizer_step_post_hooks
                 or torch_optimizer._global_optimizer_pre_hooks or torch_optimizer._global_optimizer_post_hooks):
             return None     # the base's hooks run around its own step(), which this path doesn't call
@@ -311,8 +309,6 @@ class ScheduleFree(Optimizer):
                     if len(fresh) > 1:      # some buffers new, some not: torch clones g for the new ones
                         return False
                 key = (index, str(device), tuple(id(p) for p, _ in pairs))
-                if kind == "adam" and not self._adam_step_known(key, states):
-                    return False            # parameters at different Adam step counts
                 plans.append((index, device, pairs, states, key))
         cs = self._coefficients(work)
         beta, wd_y = self.momentum, self.weight_decay_at_y
@@ -340,24 +336,6 @@ class ScheduleFree(Optimizer):
         self._finish(work, [lr for _, _, lr, _, _ in work], cs)
         return True
 
-    def _adam_step_known(self, key: tuple, states: list) -> bool:
-        """Whether all of these parameters are at one Adam step count (new ones: 0), kept in `_adam_steps` so that it
-        is read from the step tensors only when they were replaced (a load) or moved by the base's own step."""
-        if not states[0]:
-            self._adam_steps.pop(key, None)
-            return not any(states)
-        first = states[0].get("step")
-        cached = self._adam_steps.get(key)
-        if cached is not None and cached[0] is first:
-            return True
-        if not all("step" in s for s in states):
-            return False
-        values = {float(s["step"]) for s in states}
-        if len(values) > 1:
-            return False
-        self._adam_steps[key] = (first, values.pop())
-        return True
-
     def _run_sgd(self, group: dict, key: tuple, ys, gs, zs, states: list, lr: float, common: tuple) -> None:
         momentum = float(group["momentum"])
         bufs = None
@@ -373,24 +351,28 @@ class ScheduleFree(Optimizer):
         compiled_kernel(self._compiled, "wrapped_sgd", key)(ys, gs, zs, bufs, bool(group["nesterov"]), *tensors)
 
     def _run_adam(self, group: dict, key: tuple, ys, gs, zs, states: list, lr: float, common: tuple) -> None:
-        if not states[0]:       # torch's Adam state (its _init_group): step on the device only when fused
-            on_device = bool(group.get("fused"))
-            for state, y in zip(states, ys):
+        for state, y in zip(states, ys):
+            if not state:       # torch's Adam state (its _init_group): the step count on the device only when fused
+                on_device = bool(group.get("fused"))
                 state["step"] = torch.tensor(0.0, dtype=torch.float32, device=y.device if on_device else "cpu")
                 state["exp_avg"] = torch.zeros_like(y, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(y, memory_format=torch.preserve_format)
         steps = [state["step"] for state in states]
-        step = self._adam_steps.get(key, (None, 0.0))[1] + 1
         torch._foreach_add_(steps, 1.0)
-        self._adam_steps[key] = (steps[0], step)
         beta1, beta2 = (float(b) for b in group["betas"])
+        # each parameter's own step count in its bias corrections (float64, as torch), computed where the counts live
+        # — no host sync when they are on the device
+        counts = torch.stack(steps).double()
+        step_sizes = lr / (1 - beta1 ** counts)
+        bc2_sqrts = (1 - beta2 ** counts).sqrt()
         wd = float(group["weight_decay"])
         decoupled = bool(group.get("decoupled_weight_decay", False))
         scalars = (*common, 0.0 if decoupled else wd, 1 - lr * wd if decoupled else 1.0, beta1, beta2,
-                   lr / (1 - beta1 ** step), math.sqrt(1 - beta2 ** step), float(group["eps"]))
+                   float(group["eps"]))
         tensors = tuple(torch.tensor(s, dtype=torch.float64) for s in scalars)
         compiled_kernel(self._compiled, "wrapped_adam", key)(ys, gs, zs, [s["exp_avg"] for s in states],
-                                                             [s["exp_avg_sq"] for s in states], *tensors)
+                                                             [s["exp_avg_sq"] for s in states], step_sizes, bc2_sqrts,
+                                                             *tensors)
 
     def _exchange(self, work: list) -> None:
         """Exchange the storage of each parameter with its state's z (no copy): the base then steps z in place."""
@@ -492,7 +474,6 @@ class ScheduleFree(Optimizer):
             raise ValueError(f"ScheduleFree.load_state_dict: the state dict has {len(ours['groups'])} parameter "
                              f"groups, this optimizer {len(self.param_groups)}")
         self.base.load_state_dict(base_sd)
-        self._adam_steps.clear()
         params = [p for group in self.param_groups for p in group["params"]]
         self.state = defaultdict(dict)
         for i, z in ours["z"].items():
@@ -528,10 +509,10 @@ class ScheduleFree(Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         """Copies (deepcopy, pickle) keep the base and the averaging state, not only torch's three entries."""
         return {k: v for k, v in self.__dict__.items()
-                if not k.startswith("_optimizer_") and k not in ("_compiled", "_adam_steps")}
+                if not k.startswith("_optimizer_") and k != "_compiled"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_fused_arg", None)
-        self.__dict__.setdefault("_fused_decision", None)
-        self._compiled, self._adam_steps = {}, {}
+        self._fused_decision = None     # decided again for the copy's devices
+        self._compiled = {}
