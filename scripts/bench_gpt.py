@@ -6,7 +6,9 @@ betas (0.9, 0.95), weight decay 0.1, PyTorch's default implementation) in a bare
 cross-entropy → backward → step:
 
 - `sfbench`: the task's own model and loss (`task.model()`, `task.loss()`: transformers' GPT-2 class with sfbench's
-  lean forward and fused GELU, sfbench/tasks/gpt_model.py);
+  lean forward and its one-pass GELU, sfbench/tasks/gpt2_fast.py);
+- `sfbench-ops`: the same model with its GELU through PyTorch's operations instead of the C kernel
+  (sfbench/tasks/gelu_tanh.c): what the kernel brings, and what runs where no C compiler is found;
 - `transformers`: transformers' `GPT2LMHeadModel` as sfbench built it before (GPT-2's `gelu_new`), same weights;
 - `pytorch`: a bare PyTorch GPT-2 written out below (nn.Linear, F.scaled_dot_product_attention, tanh GELU), same
   weights — the floor for this architecture without any library around it; its logits are checked against sfbench's;
@@ -135,6 +137,8 @@ def main() -> None:
     import torch
     from hydra.utils import instantiate
 
+    from sfbench.tasks import native
+    from sfbench.tasks.gelu import GELUTanh, native_kernel
     from sfbench.tasks.gpt_model import next_token_ce
 
     if args.threads:
@@ -153,6 +157,11 @@ def main() -> None:
     batches = [task.batch(step) for step in range(8)]
 
     contestants = {"sfbench": (ours, lambda batch: task.loss(ours, batch)[0])}
+    ops = copy.deepcopy(ours)           # the same model with the GELU through PyTorch's operations (no C kernel)
+    for block_ in ops.transformer.h:
+        if isinstance(block_.mlp.act, GELUTanh):
+            block_.mlp.act = GELUTanh(native=False)
+    contestants["sfbench-ops"] = (ops, lambda batch: task.loss(ops, batch)[0])
 
     from transformers import GPT2LMHeadModel
 
@@ -236,6 +245,8 @@ def main() -> None:
           f"{', torch.compile' if args.compile else ''}, {device}; AdamW; {args.rounds} rounds × {args.block} steps "
           f"per contestant, alternating (+{args.warmup} warm-up blocks)")
     print(f"# machine: {machine()}; load average {load_before[0]:.1f} → {load_after[0]:.1f} (1 min)")
+    native_kernel()
+    print(f"# sfbench's GELU kernel: {native.status('gelu_tanh')}")
     if nano_info:
         print(f"# nanoGPT model.py sha256 {nano_info} from {Path(args.nanogpt).expanduser()}")
     if "pytorch" in names:

@@ -13,17 +13,10 @@ logits and gradients are the same to the last bit (tests/test_gpt_model.py). Any
 mask, a cache, `labels`, `output_hidden_states`, `use_cache=True`, generation) goes to transformers' `forward`
 unchanged, as does a model with another attention implementation or cross-attention.
 
-The activation. GPT-2's is the tanh approximation of GELU, 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))), which
-transformers computes as `gelu_new` (eight tensor operations) or `gelu_pytorch_tanh` (PyTorch's one kernel). On a CPU
-that kernel is slow: its vectorised tanh costs more than all the rest of it (profiled on task=gpt's default shape:
-forward 1.95 ms, backward 1.9–2.1 ms per layer and step, against 0.8 / 1.3 ms for the erf GELU — about 3 % of the whole
-training step over three layers, docs/benchmarks.md). `GELUTanh` computes the same function through the identity
-0.5 (1 + tanh(u)) = sigmoid(2u) with four in-place passes over the activations (forward 1.2 ms) and its derivative
-sigmoid(2u) (1 + x (1 − sigmoid(2u)) · 2u′) from the saved sigmoid: values agree with PyTorch's kernel to float rounding
-(both within 5e-7 of the float64 function; tests/test_gpt_model.py). It replaces the `act` module of every block whose
-config names a tanh GELU, so transformers' own `forward` and the lean one use it alike. It is used for float32/64
-tensors on the CPU; elsewhere (CUDA, where the fused kernel is memory-bound and fast; half precision; inside
-torch.compile, which fuses the activation anyway) it is PyTorch's `gelu(approximate="tanh")`.
+The activation. GPT-2's is the tanh approximation of GELU, which PyTorch's CPU kernel computes slowly (its vectorised
+tanh). Every block whose config names a tanh GELU gets `sfbench.tasks.gelu.GELUTanh` as its `act` module, so
+transformers' own `forward` and the lean one use it alike: a one-pass C kernel built at run time where a C compiler is
+found, PyTorch's operations in four passes elsewhere (sfbench/tasks/gelu.py).
 
 The class keeps transformers' name so that `save_pretrained` writes `"architectures": ["GPT2LMHeadModel"]` and the
 directory is an ordinary GPT-2 checkpoint for any loader. The activation is a config choice made in
@@ -32,13 +25,12 @@ directory is an ordinary GPT-2 checkpoint for any loader. The activation is a co
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import GPT2LMHeadModel as _GPT2LMHeadModel
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
+
+from sfbench.tasks.gelu import GELUTanh
 
 # `forward` keyword arguments the lean path accepts, with the values that leave its result unchanged
 _NEUTRAL = {"cache": (None,), "past_key_values": (None,), "attention_mask": (None,), "token_type_ids": (None,),
@@ -59,47 +51,6 @@ def _neutral(kwargs: dict) -> bool:
 
 #: The activation names of GPT-2's tanh-approximate GELU in transformers' configs (the same function).
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
-_K = math.sqrt(2.0 / math.pi)
-_A = 0.044715
-
-
-def _sigmoid_2u(x: torch.Tensor) -> torch.Tensor:
-    """sigmoid(2u), u = √(2/π)(x + 0.044715 x³), in a new tensor: x·(2√(2/π) + 2√(2/π)·0.044715·x²), then sigmoid."""
-    t = torch.addcmul(torch.tensor(2 * _K, dtype=x.dtype), x, x, value=2 * _K * _A)
-    return t.mul_(x).sigmoid_()
-
-
-class _GELUTanhCPU(torch.autograd.Function):
-    """x·sigmoid(2u) and its derivative sigmoid(2u)(1 + x(1 − sigmoid(2u))·2u′), 2u′ = 2√(2/π)(1 + 3·0.044715·x²)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        s = _sigmoid_2u(x)
-        ctx.save_for_backward(x, s)
-        return x * s
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        x, s = ctx.saved_tensors
-        if torch.is_grad_enabled():     # create_graph=True (second derivatives): the same formula, differentiable in x
-            s = torch.sigmoid(2 * _K * (x + _A * x * x * x))
-            return grad * s * (1 + x * (1 - s) * (2 * _K * (1 + 3 * _A * x * x)))
-        d = torch.addcmul(torch.tensor(2 * _K, dtype=x.dtype), x, x, value=6 * _K * _A).mul_(x)    # x·2u′
-        d.addcmul_(d, s, value=-1)                                                                 # x·2u′(1 − s)
-        return d.add_(1).mul_(s).mul_(grad)
-
-
-class GELUTanh(nn.Module):
-    """GPT-2's tanh GELU (`gelu_new` / `gelu_pytorch_tanh`), faster on a CPU (module docstring)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
-            return F.gelu(x, approximate="tanh")
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _GELUTanhCPU.apply(x)
-        return _sigmoid_2u(x).mul_(x)
-
-
 class GPT2LMHeadModel(_GPT2LMHeadModel):
     """`transformers.GPT2LMHeadModel` whose plain `forward(input_ids)` skips transformers' per-call machinery, with
     `GELUTanh` as the blocks' activation."""
