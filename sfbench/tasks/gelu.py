@@ -51,7 +51,7 @@ def _check_kernel(lib) -> None:
     finite = x.isfinite()
     torch.testing.assert_close(dx[finite], torch.ops.aten.gelu_backward(g, x, approximate="tanh")[finite],
                                rtol=1e-5, atol=1e-5)
-    if not dx[~x.isfinite() & x.isnan()].isnan().all():
+    if not dx[x.isnan()].isnan().all():
         raise AssertionError("NaN input did not give a NaN gradient")
 
 
@@ -130,7 +130,9 @@ class GELUTanh(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
             return F.gelu(x, approximate="tanh")
-        kernel = native_kernel() if self.native and x.dtype == torch.float32 else None
+        # the kernel reads raw memory: plain dense float32 tensors only (not a tensor subclass or a sparse one)
+        plain = type(x) is torch.Tensor and x.layout == torch.strided and x.dtype == torch.float32
+        kernel = native_kernel() if self.native and plain else None
         if kernel is not None:
             if torch.is_grad_enabled() and x.requires_grad:
                 return _GELUTanhNative.apply(x, kernel)

@@ -4,7 +4,7 @@ off by default (short runs, deterministic).
 Two choices make it run at the speed of a hand-written PyTorch GPT (nanoGPT; docs/benchmarks.md "GPT model"):
 - the activation is `gelu_pytorch_tanh`, the tanh-approximate GELU — the same function as GPT-2's `gelu_new`, which
   transformers computes from eight separate tensor operations (logits agree to float rounding) — computed on the CPU
-  by `gpt2_fast.GELUTanh` (PyTorch's one kernel elsewhere);
+  by `sfbench.tasks.gelu.GELUTanh`, a one-pass C kernel where a C compiler is found (PyTorch's kernel elsewhere);
 - the class is `sfbench.tasks.gpt2_fast.GPT2LMHeadModel`, transformers' class with a lean `forward(input_ids)`
   (no KV cache, mask machinery or output decorators in training; the same operations otherwise).
 Both leave the model an ordinary GPT-2: `save_pretrained` writes a standard GPT-2 directory that
