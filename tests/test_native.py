@@ -259,3 +259,24 @@ def test_processes_building_at_once_all_get_a_whole_library(fresh):
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     assert len(list(fresh.glob("gelu_tanh-*.so"))) == 1 and not list(fresh.glob("*.tmp*"))
+
+
+def test_a_library_that_fails_its_check_is_rebuilt_once_then_not_used(fresh, caplog):
+    """A library that loads but disagrees with PyTorch (here: a check that always fails, with an unexpected error
+    type) is rebuilt once, then left for PyTorch's path, with the reason in `status` and the log."""
+    if native.compiler() is None:
+        assert not os.environ.get("CI")
+        pytest.skip("no C compiler here")
+    calls = []
+
+    def check(lib):
+        calls.append(lib)
+        raise TypeError("disagrees with PyTorch")
+
+    with caplog.at_level(logging.WARNING, logger="sfbench.tasks.native"):
+        assert native.load("gelu_tanh", check) is None
+    assert len(calls) == 2 and calls[0]._handle != calls[1]._handle     # the rebuilt library, not the loader's old one
+    assert "TypeError: disagrees with PyTorch" in native.status("gelu_tanh")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("rebuilding" in m for m in messages) and any("kernel not used" in m for m in messages)
+    assert native.load("gelu_tanh", check) is None and len(calls) == 2        # decided once per process
