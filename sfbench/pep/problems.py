@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sfbench import cache_root
+
 #: The PEPs this module builds (see the module docstring).
 METHODS = ("sf_constant", "sf_linear", "sf_poly", "sf_increasing", "xz_distance")
 #: Averaging for the linearly growing step ("uniform": c_{t+1} = 1/(t+1); "lr": c_{t+1} = γ_t / Σ_{i≤t} γ_i, [A5]).
@@ -175,8 +177,7 @@ def _validate(method, T, beta, gamma, alpha, L, delta, averaging, solver, anchor
 
 def cache_dir() -> Path:
     """`${SFBENCH_CACHE:-~/.cache/sfbench}/pep` (read from the environment at each call)."""
-    root = os.environ.get("SFBENCH_CACHE") or "~/.cache/sfbench"
-    return Path(root).expanduser() / "pep"
+    return cache_root() / "pep"
 
 
 def cache_path(key: dict, directory: Path | None = None) -> Path:

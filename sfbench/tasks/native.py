@@ -38,6 +38,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from sfbench import cache_root
+
 log = logging.getLogger(__name__)
 
 FLAGS = ("-O3", "-march=native", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-std=c99")
@@ -50,7 +52,7 @@ _why: dict[str, str] = {}
 
 def cache_dir() -> Path:
     """`${SFBENCH_CACHE:-~/.cache/sfbench}/native` (read from the environment at each call)."""
-    return Path(os.path.expanduser(os.environ.get("SFBENCH_CACHE") or "~/.cache/sfbench")) / "native"
+    return cache_root() / "native"
 
 
 def compiler() -> str | None:
@@ -67,8 +69,8 @@ def openmp_runtime() -> str | None:
     if not maps.exists():
         return None
     for line in maps.read_text().splitlines():
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        name = os.path.basename(path)
+        fields = line.split()
+        name = os.path.basename(path := fields[-1] if len(fields) >= 6 else "")
         if name.startswith(("libgomp", "libiomp5", "libomp")) and ".so" in name:
             return path
     return None

@@ -35,13 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sfbench import cache_root
+
 TEXT_CHARS = 300_000
 VOCAB = 512
 FINEWEB_SHARDS = 4
 
 
 def default_root() -> Path:
-    return Path(os.path.expanduser(os.environ.get("SFBENCH_CACHE", "~/.cache/sfbench"))) / "standins"
+    return cache_root() / "standins"
 
 
 @contextlib.contextmanager
