@@ -9,6 +9,7 @@ practice: no compiler, a failing compiler, a damaged cached library, several pro
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -177,23 +178,36 @@ def test_a_failing_compiler_is_reported_and_the_model_still_trains(fresh, monkey
     assert not list(fresh.glob("*.tmp*")), "a failed build left files behind"
 
 
-def test_a_damaged_cached_library_is_rebuilt(fresh, caplog):
+def test_a_damaged_cached_library_is_rebuilt(fresh):
+    """A cached library cut short (e.g. a full disk mid-copy) is rebuilt, not handed to the dynamic loader.
+
+    Everything that loads the library runs in subprocesses: this process must never map a file that is then cut
+    short under it (a mapped page past the new end is a SIGBUS, here at interpreter exit, when the loader runs the
+    library's finalisers; that is how a first version of this test crashed the whole test run after it passed)."""
     if native.compiler() is None:
         assert not os.environ.get("CI")
         pytest.skip("no C compiler here")
-    assert gelu.native_kernel() is not None
-    (built,) = fresh.glob("gelu_tanh-*.so")
-    built.write_bytes(built.read_bytes()[:1000])                    # truncated, e.g. a full disk mid-copy
     code = ("import torch, logging; logging.basicConfig(level=logging.WARNING)\n"
             "from sfbench.tasks import gelu, native\n"
             "assert gelu.native_kernel() is not None, native.status('gelu_tanh')\n"
             "x = torch.linspace(-5, 5, 101); from sfbench.tasks.gelu import GELUTanh\n"
             "torch.testing.assert_close(GELUTanh()(x), torch.nn.functional.gelu(x, approximate='tanh'))\n")
     env = {**os.environ, "SFBENCH_CACHE": str(fresh.parent)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO,
+                              timeout=300)
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    (built,) = fresh.glob("gelu_tanh-*.so")
+    whole = built.stat().st_size
+    with open(built, "r+b") as f:                                    # cut short in place, as a full disk leaves it
+        f.truncate(1000)
+    out = run()
     assert out.returncode == 0, out.stderr
     assert "rebuilding" in out.stderr and "damaged" in out.stderr
-    assert built.stat().st_size > 1000
+    assert built.stat().st_size == whole
 
 
 def test_processes_building_at_once_all_get_a_whole_library(fresh):
@@ -230,3 +244,28 @@ def test_a_library_that_fails_its_check_is_rebuilt_once_then_not_used(fresh, cap
     messages = [r.getMessage() for r in caplog.records]
     assert any("rebuilding" in m for m in messages) and any("kernel not used" in m for m in messages)
     assert native.load("gelu_tanh", check) is None and len(calls) == 2        # decided once per process
+
+
+def test_a_whole_library_in_place_is_kept_and_a_damaged_one_replaced(tmp_path):
+    """`_put_in_place` (independent of any compiler): a sealed library another process put there first stays the
+    same file (processes may have it mapped); a damaged one is replaced; a missing one is put there."""
+    def sealed_bytes(body: bytes) -> bytes:
+        return body + native._SEAL + hashlib.sha256(body).hexdigest().encode()
+
+    target = tmp_path / "k.so"
+    target.write_bytes(sealed_bytes(b"first"))
+    inode = target.stat().st_ino
+    tmp = tmp_path / "k.1.tmp.so"
+    tmp.write_bytes(sealed_bytes(b"second"))
+    native._put_in_place(str(tmp), target)
+    assert target.stat().st_ino == inode and native._sealed(target) and target.read_bytes().startswith(b"first")
+
+    target.write_bytes(target.read_bytes()[:7])                         # damaged
+    assert not native._sealed(target)
+    native._put_in_place(str(tmp), target)
+    assert native._sealed(target) and target.read_bytes().startswith(b"second")
+
+    (tmp_path / "new.so").unlink(missing_ok=True)
+    tmp.write_bytes(sealed_bytes(b"third"))
+    native._put_in_place(str(tmp), tmp_path / "new.so")
+    assert (tmp_path / "new.so").read_bytes().startswith(b"third")

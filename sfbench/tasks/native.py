@@ -10,8 +10,9 @@ How:
   `-O3 -march=native` into `${SFBENCH_CACHE:-~/.cache/sfbench}/native/NAME-HASH.so`, the hash covering the source, the
   compiler and its version, the flags, the OpenMP runtime and the CPU's flags (a cache directory shared by cluster
   nodes with different CPUs keeps one library per kind of CPU). It is written under a temporary name and renamed
-  into place, so processes compiling at once (DDP ranks, array jobs) never load a half-written file; and it ends with
-  a SHA-256 of its own bytes, checked before every load (a damaged file is rebuilt, never handed to the dynamic
+  into place (a whole library already there, built by another process first, is kept, never replaced under processes
+  that have it mapped), so processes compiling at once (DDP ranks, array jobs) never load a half-written file; and it
+  ends with a SHA-256 of its own bytes, checked before every load (a damaged file is rebuilt, never handed to the dynamic
   loader, which crashes on a truncated one).
 - OpenMP: when PyTorch runs its own threads through an OpenMP runtime (the Linux wheels: libgomp), the kernel is
   linked against that same loaded library, so its parallel loops use PyTorch's thread pool. A second pool would
@@ -112,11 +113,27 @@ def _build(source: Path, target: Path, cc: str, omp: str | None) -> None:
                 raise RuntimeError(f"{' '.join(cmd)} failed: {(out.stderr or out.stdout).strip()[-500:]}")
         body = Path(tmp).read_bytes()
         Path(tmp).write_bytes(body + _SEAL + hashlib.sha256(body).hexdigest().encode())
-        os.replace(tmp, target)
+        _put_in_place(tmp, target)
     finally:
         for leftover in (tmp, obj):
             if os.path.exists(leftover):
                 os.unlink(leftover)
+
+
+def _put_in_place(tmp: str, target: Path) -> None:
+    """Move the built file `tmp` to `target` without ever replacing a whole library another process may have mapped.
+
+    A hard link fails if `target` exists: then a whole (sealed) library there, built by a process that got there
+    first, is kept; only a damaged one is replaced. Replacing a mapped library is harmless on a local file system,
+    but on a network one (a cache shared by nodes) the other clients' mappings of it can go stale, and a page read
+    from a stale or cut-short mapping kills the process with SIGBUS. Where hard links aren't supported, a rename."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        if not _sealed(target):
+            os.replace(tmp, target)
+    except OSError:
+        os.replace(tmp, target)
 
 
 def _sealed(path: Path) -> bool:
