@@ -7,7 +7,6 @@ import os
 import pytest
 
 
-
 def gelu_tanh_f64(x):
     """GPT-2's tanh GELU, 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))), written out in float64: the oracle of
     sfbench/tasks/gelu.py's kernels (tests/test_gpt_model.py, tests/test_native.py)."""

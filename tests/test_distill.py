@@ -156,3 +156,27 @@ def test_teacher_is_not_reused_across_different_splits(tmp_path):
         task.setup(torch.device("cpu"))
         keys.add(task.teacher_info["key"])
     assert len(keys) == 2
+
+
+def test_tasks_built_without_a_cache_dir_follow_sfbench_cache(tmp_path, monkeypatch):
+    """Tasks built in code (no config's `paths.cache_dir`) use the same rule as the config: `$SFBENCH_CACHE`, else
+    `~/.cache/sfbench` (an empty value counts as unset); an explicit `cache_dir` wins."""
+    from sfbench.tasks.distill import DistillTask
+    from sfbench.tasks.gpt import GPTTask
+
+    (tmp_path / "t.txt").write_text(TEXT)
+    data = {"source": "file", "path": str(tmp_path / "t.txt"), "tokenizer": "bytes", "block_size": 8,
+            "batch_size": 2, "val_frac": 0.1}
+    small = {"n_layer": 1, "n_embd": 16, "n_head": 2}
+    teacher = dict(small, steps=3, lr=0.003, batch_size=2)
+    for make in (lambda **kw: GPTTask(data=data, model=small, **kw),
+                 lambda **kw: DistillTask(data=data, student=small, teacher=teacher, **kw)):
+        monkeypatch.setenv("SFBENCH_CACHE", str(tmp_path / "env-cache"))
+        assert make().cache_dir == tmp_path / "env-cache"
+        assert make(cache_dir=str(tmp_path / "explicit")).cache_dir == tmp_path / "explicit"
+        for unset in ("", None):
+            if unset is None:
+                monkeypatch.delenv("SFBENCH_CACHE")
+            else:
+                monkeypatch.setenv("SFBENCH_CACHE", unset)
+            assert make().cache_dir == Path("~/.cache/sfbench").expanduser()

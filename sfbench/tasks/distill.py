@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sfbench import cache_root
+
 from .base import ConfigError, Task, check_choice, check_positive_int
 from .gpt_model import gpt2, logits_of, next_token_ce
 from .lm_data import check_data, check_model, load_tokens, settings
@@ -39,7 +41,7 @@ class DistillTask(Task):
         self.objective = check_choice("task.objective", objective, OBJECTIVES)
         self.seed = check_positive_int("task.seed", seed, 0)
         self.eval_batches = check_positive_int("task.eval_batches", eval_batches)
-        self.cache_dir = Path(os.path.expanduser(cache_dir or "~/.cache/sfbench"))
+        self.cache_dir = Path(os.path.expanduser(cache_dir)) if cache_dir else cache_root()
         self.block_size, self.batch_size = self.data_cfg["block_size"], self.data_cfg["batch_size"]
         hub = self.teacher_cfg.get("name_or_path")
         if hub and str(hub).startswith("~"):
