@@ -1,21 +1,7 @@
-"""Muon baselines: PyTorch's `torch.optim.Muon` on the hidden weight matrices, AdamW on the rest, as one optimizer;
-and schedule-free around it (`sf_muon`, with `ScheduleFree`).
-
-Which parameters go to Muon. Muon orthogonalises the update of a weight *matrix* (Newton–Schulz on the momentum), so
-it is for the 2-D weights of hidden layers. Everything else goes to AdamW: vectors (biases, norm gains) because
-Muon is only defined for matrices, and — when the parameters come with names — the embeddings and the output head,
-whose rows are looked up (or produce logits) one token at a time rather than acting as a linear map on a hidden
-state; Keller Jordan's Muon and modded-nanogpt, PyTorch's documentation of `Muon` and Moonshot's "Muon is Scalable
-for LLM Training" all leave them to AdamW. Names are matched by `adamw_names` (a regular expression; default
-`emb|wte|wpe|head`, which covers GPT-2's `wte`/`wpe`/`lm_head` and the usual `embed_tokens`). Without names (a plain
-`model.parameters()`) every 2-D tensor goes to Muon; sfbench's trainer passes names to optimizers that declare
-`takes_named_parameters` (`parameters_for`).
-
-Learning rates. `adjust_lr_fn="match_rms_adamw"` (Moonshot's): Muon's update is scaled to AdamW's RMS
-(0.2·sqrt(max(A, B))), so one learning rate and one weight decay serve both parts and a schedule scales them
-together. It is also symmetric in the matrix's two dimensions, which matters for transformers' GPT-2, whose `Conv1D`
-weights are stored transposed (in × out) — Keller's "original" scaling, sqrt(max(1, A/B)), would read them the wrong
-way round.
+"""Muon baselines: `torch.optim.Muon` on the hidden weight matrices and `torch.optim.AdamW` on the rest — vectors and,
+when parameters come with names matching `adamw_names`, embeddings and the output head — as one optimizer
+(`MuonAdamW`); schedule-free around it (`sf_muon`). `adjust_lr_fn="match_rms_adamw"` lets one lr and weight decay
+serve both parts (docs/architecture.md says where each parameter goes and why).
 """
 
 from __future__ import annotations
@@ -54,10 +40,6 @@ class Combined(Optimizer):
     def state(self) -> dict:      # a read-only view of the parts' states
         return {p: s for opt in self.optimizers for p, s in opt.state.items()}
 
-    @state.setter
-    def state(self, value) -> None:   # init_as_optimizer's empty state: the parts keep theirs
-        pass
-
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -83,23 +65,12 @@ class Combined(Optimizer):
         for opt, part in zip(self.optimizers, parts):
             opt.load_state_dict(part)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none)
-
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(repr(o) for o in self.optimizers)})"
-
 
 def split_for_muon(params: Iterable, adamw_names: str) -> tuple[list, list]:
-    """(Muon's parameters, AdamW's): 2-D tensors whose name doesn't match `adamw_names` to Muon (module docstring).
-    Accepts tensors, (name, tensor) pairs, or parameter groups with a boolean `use_muon` (other keys are kept)."""
+    """(Muon's parameters, AdamW's) from tensors, (name, tensor) pairs or groups with a boolean `use_muon`."""
     items = list(params)
     muon, adamw = [], []
     pattern = re.compile(adamw_names) if adamw_names else None
@@ -117,17 +88,9 @@ def split_for_muon(params: Iterable, adamw_names: str) -> tuple[list, list]:
 
 
 class MuonAdamW(Combined):
-    """`torch.optim.Muon` on the hidden weight matrices, `torch.optim.AdamW` on the other parameters (module
-    docstring: which parameters go where, and why).
-
-    Args:
-        params: tensors, (name, tensor) pairs (`model.named_parameters()`: embeddings and head then go to AdamW), or
-            groups with `use_muon`.
-        lr, weight_decay: Muon's; also AdamW's unless `adamw_lr` / `adamw_weight_decay` are given.
-        momentum, nesterov, ns_steps, adjust_lr_fn: Muon's (`adjust_lr_fn="match_rms_adamw"` by default).
-        adamw_betas, adamw_eps: AdamW's.
-        adamw_names: a regular expression; named 2-D parameters matching it go to AdamW.
-    """
+    """`torch.optim.Muon` on the hidden weight matrices, `torch.optim.AdamW` on the rest (module docstring). `params`:
+    tensors, (name, tensor) pairs or groups with `use_muon`; `lr`, `weight_decay` are Muon's and AdamW's unless
+    `adamw_lr` / `adamw_weight_decay` are given; `momentum`, `nesterov`, `ns_steps`, `adjust_lr_fn` Muon's."""
 
     takes_named_parameters = True
 
@@ -136,29 +99,24 @@ class MuonAdamW(Combined):
                  adamw_lr: float | None = None, adamw_betas: tuple[float, float] = (0.9, 0.95),
                  adamw_eps: float = 1e-8, adamw_weight_decay: float | None = None,
                  adamw_names: str = r"emb|wte|wpe|head"):
-        check_range("lr", lr, 0.0, math.inf, hi_open=True)
-        check_range("momentum", momentum, 0.0, 1.0, hi_open=True)
-        check_range("weight_decay", weight_decay, 0.0, math.inf, hi_open=True)
-        if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or not 1 <= ns_steps < 100:
-            raise ValueError(f"ns_steps={ns_steps!r} is out of range; allowed: an integer in [1, 99]")
-        check_choice("adjust_lr_fn", adjust_lr_fn, ADJUST_LR_FNS)
         adamw_lr = lr if adamw_lr is None else adamw_lr
         adamw_weight_decay = weight_decay if adamw_weight_decay is None else adamw_weight_decay
-        check_range("adamw_lr", adamw_lr, 0.0, math.inf, hi_open=True)
-        check_range("adamw_weight_decay", adamw_weight_decay, 0.0, math.inf, hi_open=True)
         betas = tuple(adamw_betas)
         if len(betas) != 2:
             raise ValueError(f"adamw_betas={adamw_betas!r} is not allowed; give two numbers [beta1, beta2]")
-        check_range("adamw_betas[0]", betas[0], 0.0, 1.0, hi_open=True)
-        check_range("adamw_betas[1]", betas[1], 0.0, 1.0, hi_open=True)
+        for name, value, hi in (("lr", lr, math.inf), ("momentum", momentum, 1.0), ("weight_decay", weight_decay,
+                                math.inf), ("adamw_lr", adamw_lr, math.inf), ("adamw_weight_decay",
+                                adamw_weight_decay, math.inf), ("adamw_betas[0]", betas[0], 1.0),
+                                ("adamw_betas[1]", betas[1], 1.0)):
+            check_range(name, value, 0.0, hi, hi_open=True)
+        if isinstance(ns_steps, bool) or not isinstance(ns_steps, int) or not 1 <= ns_steps < 100:
+            raise ValueError(f"ns_steps={ns_steps!r} is out of range; allowed: an integer in [1, 99]")
+        check_choice("adjust_lr_fn", adjust_lr_fn, ADJUST_LR_FNS)
         muon, adamw = split_for_muon(params, adamw_names)
-        parts = []
-        if muon:
-            parts.append(torch.optim.Muon(muon, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                                          nesterov=nesterov, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn))
-        if adamw:
-            parts.append(torch.optim.AdamW(adamw, lr=adamw_lr, betas=betas, eps=adamw_eps,
-                                           weight_decay=adamw_weight_decay))
+        parts = [torch.optim.Muon(muon, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                                  ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)] if muon else []
+        parts += [torch.optim.AdamW(adamw, lr=adamw_lr, betas=betas, eps=adamw_eps, weight_decay=adamw_weight_decay)
+                  ] if adamw else []
         if not parts:
             raise ValueError("MuonAdamW got an empty parameter list")
         super().__init__(parts)
@@ -167,9 +125,8 @@ class MuonAdamW(Combined):
 def sf_muon(params, lr: float = 3e-3, momentum: float = 0.9, weight_decay: float = 0.0, *,
             muon_momentum: float = 0.95, adamw_betas: tuple[float, float] = (0.9, 0.95), weighting: str | None = None,
             warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, **muon_kwargs) -> ScheduleFree:
-    """Schedule-free Muon: `ScheduleFree(MuonAdamW(params, …))`. `momentum` is the SF interpolation β [A1],
-    `weight_decay` is applied at y by the wrapper (the base decays nothing), `muon_momentum` / `adamw_betas` are the
-    base's own; `weighting`, `warmup_steps`, `r`, `weight_lr_power` as in `ScheduleFree`."""
+    """`ScheduleFree(MuonAdamW(params, …))`: `momentum` is β [A1], `weight_decay` applied at y by the wrapper (the base
+    decays nothing), `muon_momentum` / `adamw_betas` the base's own, the rest as in `ScheduleFree`."""
     base = MuonAdamW(params, lr=lr, momentum=muon_momentum, weight_decay=0.0, adamw_betas=adamw_betas,
                      adamw_weight_decay=0.0, **muon_kwargs)
     return ScheduleFree(base, weight_decay_at_y=weight_decay, momentum=momentum, weighting=weighting,

@@ -1,9 +1,6 @@
-"""The schedule-free family written literally from ALGORITHMS.md, for reading and as the tests' oracle.
-
-`ReferenceSF` keeps all three sequences x, y, z explicitly (three copies of the parameters, no storage trick) and
-applies [A1]–[A5] and SF-Polyak [B1] as they are written, one tensor at a time, in whatever dtype it is given.
-It is slow and memory-hungry on purpose: `SFSGD` and `SFAdamW` (the storage trick of RLS, fused kernels) are tested
-against it.
+"""The schedule-free family written literally from docs/theory.md, for reading and as the tests' oracle: `ReferenceSF`
+keeps x, y and z explicitly (three copies of the parameters, no storage trick) and applies [A1]–[A5] and SF-Polyak
+[B1] as written, one tensor at a time, in whatever dtype it is given. Slow and memory-hungry on purpose.
 """
 
 from __future__ import annotations
@@ -14,21 +11,11 @@ import torch
 
 
 class ReferenceSF:
-    """Schedule-free with explicit x, y, z.
-
-    Usage: read `ref.y` (the point where gradients are taken), compute the gradients there, call
-    `ref.step(grads, lr, loss=..., lower_bound=..., next_lr=...)`. `ref.x`, `ref.z` are the other two sequences.
-
-    Args:
-        params: initial parameters (copied): z_0 = x_0 = y_0.
-        base: "sgd" (P_t = I) or "adam" (P_t = D_t⁻¹, D_t = sqrt(v_t / (1 − β2^{t+1})) + ε) [A3].
-        beta: β of [A1].
-        weighting, r, weight_lr_power, alpha, c: the averaging weights of [A5]; `schedulet` weights z_{t+1} by
-            γ_{t+1} (`next_lr` of `step`) and keeps z_0 with the weight γ_0 (docs/theory.md, Theorem 1); `constant`
-            is c_{t+1} = c.
-        lr_rule: "schedule" (γ_t = lr) or "polyak" ([B1], with `lr` as the cap γ_max). The averaging weights are
-            computed from `lr` (for Polyak: the scheduled cap, as the authors' AdamWScheduleP/SGDScheduleP do), not
-            from the step taken.
+    """Schedule-free with explicit x, y, z (z_0 = x_0 = y_0 = `params`, copied): read `ref.y`, compute the gradients
+    there, call `ref.step(grads, lr, loss=..., lower_bound=..., next_lr=...)`. `base` is "sgd" (P_t = I) or "adam"
+    (P_t = D_t⁻¹) [A3]; `weighting`, `r`, `weight_lr_power`, `alpha`, `c` the weights of [A5] (`schedulet` weights
+    z_{t+1} by γ_{t+1}, `next_lr`, and keeps z_0 with weight γ_0); `lr_rule` "schedule" or "polyak" ([B1], `lr` the
+    cap; the weights come from the cap, as the SFS authors' code does, not from the step taken).
     """
 
     def __init__(self, params: Sequence[torch.Tensor], *, base: str = "sgd", beta: float = 0.9,

@@ -1,0 +1,32 @@
+"""`torch.optim.Optimizer` minus a lazy import of torch._dynamo — the one place sfbench works around torch internals.
+
+torch wraps `add_param_group`, `zero_grad`, `state_dict` and `load_state_dict` in `_disable_dynamo`, whose first call
+imports torch._dynamo (1.4–3.2 s on 2 CPU cores, torch 2.14). Until something has imported it nothing can be
+compiling, so the plain method runs; then torch's. Outside the checked torch versions, torch's methods run as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import torch
+from torch.optim import Optimizer
+
+_CHECKED = ((2, 9), (2, 14))       # torch versions (major, minor): this project's floor to the newest run here
+_VERSION = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
+def _lean(method):
+    plain = getattr(method, "__wrapped__", None)
+    if plain is None or not _CHECKED[0] <= _VERSION <= _CHECKED[1]:
+        return method
+    return functools.wraps(plain)(lambda self, *a, **k: (method if "torch._dynamo" in sys.modules else plain)(
+        self, *a, **k))
+
+
+class LeanOptimizer(Optimizer):
+    """`torch.optim.Optimizer` whose bookkeeping methods don't import torch._dynamo (module docstring)."""
+
+    add_param_group, zero_grad = _lean(Optimizer.add_param_group), _lean(Optimizer.zero_grad)
+    state_dict, load_state_dict = _lean(Optimizer.state_dict), _lean(Optimizer.load_state_dict)
