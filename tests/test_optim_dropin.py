@@ -450,3 +450,31 @@ def test_switching_the_rule_mid_run_converts_the_state(cls, base):
         ref.step([g.clone() for g in gs], 0.05, loss=loss)
         assert ("u" if rule == "polyak" else "z") in opt.state[ps[0]]
         assert_same([p.detach() for p in ps], ref.y, exact=False, rtol=1e-12, atol=1e-13)
+
+
+# -- the reference package's own test file ---------------------------------------------------------------------------
+
+
+def test_the_reference_packages_own_test_file_passes_with_sfbench(tmp_path):
+    """`schedulefree`'s test_schedulefree.py (shipped in the installed package) with only its import changed: the
+    classes sfbench replaces come from `sfbench.optim`, the ones it compares against still from `schedulefree`. Run on
+    the CPU (`.cuda()` is the identity when there is no GPU)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = (Path(schedulefree.__file__).parent / "test_schedulefree.py").read_text()
+    reference_import = ("from schedulefree import (SGDScheduleFree, SGDScheduleFreeClosure, \n"
+                        "    AdamWScheduleFree, AdamWScheduleFreeClosure, AdamWScheduleFreeReference, \n"
+                        "    RAdamScheduleFree, RAdamScheduleFreeClosure,\n"
+                        "    ScheduleFreeWrapper, ScheduleFreeWrapperReference, SGDScheduleFreeReference)")
+    assert reference_import in source, "the reference's test file changed its import; update this test"
+    (tmp_path / "test_reference.py").write_text(source.replace(reference_import, (
+        "from sfbench.optim import SGDScheduleFree, AdamWScheduleFree, ScheduleFreeWrapper\n"
+        "from schedulefree import (SGDScheduleFreeClosure, AdamWScheduleFreeClosure, AdamWScheduleFreeReference,\n"
+        "    RAdamScheduleFree, RAdamScheduleFreeClosure, ScheduleFreeWrapperReference, SGDScheduleFreeReference)")))
+    (tmp_path / "conftest.py").write_text("import torch\nif not torch.cuda.is_available():\n"
+                                          "    torch.Tensor.cuda = lambda self, *a, **k: self\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_reference.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "8 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]

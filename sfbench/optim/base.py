@@ -225,8 +225,8 @@ class ScheduleFreeBase(ScheduleFreeMixin, LeanOptimizer):
                 sum(p.numel() for p in params) >= kernels.FUSED_AUTO_MIN_NUMEL
         return self._fused_decision
 
-    def _run(self, rule: Callable, key: tuple, lists: dict, tensors: list, scalars: tuple, **flags) -> tuple:
-        """`rule` over one device's lists, compiled or eager."""
+    def _run(self, rule: Callable, key: tuple, lists: dict, tensors: list, scalars: tuple, **flags):
+        """`rule` over one device's lists, compiled or eager: its sums stacked (float64), or None."""
         if self._decide_fused() and not lists["sparse"]:
             try:
                 return kernels.compiled(self._compiled, rule, key, flags)(tensors, scalars)
@@ -239,7 +239,8 @@ class ScheduleFreeBase(ScheduleFreeMixin, LeanOptimizer):
                 self._fused_decision = False
         if self._foreach_arg is False or lists["sparse"]:
             return kernels.each(rule, tensors, scalars, flags)
-        return rule(*(None if t is None else kernels.TensorList(t) for t in tensors), *scalars, **flags)
+        out = rule(*(None if t is None else kernels.TensorList(t) for t in tensors), *scalars, **flags)
+        return torch.stack(out) if out else None
 
     def _adam_scalars(self, group: dict) -> tuple[float, float, float]:
         """β2, the bias correction 1 − β2^{t+1} and ε (placeholders for the SGD base)."""
@@ -261,7 +262,7 @@ class ScheduleFreeBase(ScheduleFreeMixin, LeanOptimizer):
             for group, key, lists in work:
                 u = None if key[0] == "x" else lists["s"]
                 out = self._run(kernels.polyak_sums, key, lists, [lists["g"], u, lists["v"]], self._adam_scalars(group))
-                for i, value in enumerate(torch.stack(out).tolist()):
+                for i, value in enumerate(out.tolist()):
                     sums[i] += value
             self.last_grad_sq_P = sums[0]
             require_loss(type(self).__name__, loss)
@@ -278,11 +279,11 @@ class ScheduleFreeBase(ScheduleFreeMixin, LeanOptimizer):
                       "x": (-lr, 0.0)}[store]
             scalars = (c, a1, a2, group["weight_decay"], *self._adam_scalars(group))
             for _, key, lists in (w for w in work if w[0] is group):
-                parts += self._run(kernels.sf_update, key, lists, [lists["y"], lists["g"], lists["s"], lists["v"]],
-                                   scalars, store=store, gpg=gpg)
+                parts.append(self._run(kernels.sf_update, key, lists, [lists["y"], lists["g"], lists["s"],
+                                                                        lists["v"]], scalars, store=store, gpg=gpg))
             group.update(k=group["k"] + 1, scheduled_lr=scheduled, last_lr=lr, last_c=c)
         if gpg:
-            self.last_grad_sq_P = float(sum(float(t) for t in parts))
+            self.last_grad_sq_P = float(sum(float(t[0]) for t in parts))
         return closure_loss
 
     def __getstate__(self) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def inner(a, b) -> torch.Tensor:
         return functools.reduce(operator.add, map(inner, a, b))
     if a.dtype in (torch.float16, torch.bfloat16):
         a, b = a.float(), b.float()
-    return a.mul(b).sum().double()
+    return torch.dot(a.reshape(-1), b.reshape(-1)).double()
 
 
 def _axpy(x, a, y, y2=None, inplace: bool = True):
@@ -98,7 +98,7 @@ def polyak_sums(g, u, v, beta2, bc2, eps) -> tuple:
     """SF-Polyak's first pass [B1] on one parameter, nothing written: (‖g‖²_P, ⟨g, u⟩), u = z − y, as float64 0-d
     tensors, P from this step's second moment β2 v + (1 − β2) g² (which `sf_update` then writes); (‖g‖²_P,) for u None
     (β = 0: z = y)."""
-    pg = g if v is None else g.div(v.mul(beta2 / bc2).add(g.mul(g).mul((1 - beta2) / bc2)).sqrt().add(eps))
+    pg = g if v is None else g.div(_axpy(v.mul(beta2 / bc2), (1 - beta2) / bc2, g, g).sqrt_().add_(eps))
     return (inner(g, pg),) if u is None else (inner(g, pg), inner(g, u))
 
 
@@ -137,13 +137,14 @@ def polyak_step(loss: float, lower_bound: float, gpg: float, gu: float, floor: f
     return math.nan if math.isnan(numerator) or math.isnan(gpg) else max(numerator, 0.0) / max(gpg, floor)
 
 
-def each(rule: Callable, lists: list, scalars, flags: dict) -> tuple:
-    """`rule` on each parameter in turn (None for an input it doesn't take), the tuples it returns added up: the
-    per-tensor eager path, and what torch.compile compiles (the scalars then in a tensor)."""
-    scalars, total = scalars.unbind() if isinstance(scalars, torch.Tensor) else scalars, ()
+def each(rule: Callable, lists: list, scalars, flags: dict) -> torch.Tensor | None:
+    """`rule` on each parameter (None for an input it doesn't take), its sums stacked and added (a stack: inductor
+    keeps the reductions fast then) or None: the per-tensor eager path and what torch.compile compiles."""
+    scalars, total = scalars.unbind() if isinstance(scalars, torch.Tensor) else scalars, None
     for i in range(len(lists[0])):
         out = rule(*(None if t is None else t[i] for t in lists), *scalars, **flags)
-        total = tuple(a + b for a, b in zip(total, out)) if total else out
+        if out:
+            total = torch.stack(out) if total is None else total + torch.stack(out)
     return total
 
 
