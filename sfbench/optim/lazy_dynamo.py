@@ -1,8 +1,8 @@
-"""`torch.optim.Optimizer` minus a lazy import of torch._dynamo — the one place sfbench works around torch internals.
-
+"""`torch.optim.Optimizer` minus a lazy import of torch._dynamo — the one place sfbench works around torch internals:
 torch wraps `add_param_group`, `zero_grad`, `state_dict` and `load_state_dict` in `_disable_dynamo`, whose first call
-imports torch._dynamo (1.4–3.2 s on 2 CPU cores, torch 2.14). Until something has imported it nothing can be
-compiling, so the plain method runs; then torch's. Outside the checked torch versions, torch's methods run as they are.
+imports torch._dynamo (1.4–3.2 s on 2 CPU cores: `import torch._dynamo` timed after `import torch`, torch 2.14). Until
+something has imported it nothing can be compiling, so the plain method runs; then torch's. Outside the checked torch
+versions, torch's methods run as they are.
 """
 
 from __future__ import annotations
