@@ -158,10 +158,9 @@ class ScheduleFreeBase(ScheduleFreeMixin, LeanOptimizer):
 
     def _check(self, state: dict, beta: float) -> None:
         if ("x" in state) != (beta == 0) and state.keys() & {"x", "z", "u"}:
-            raise ValueError(
-                f"{self._beta_name}={beta!r}: β was changed across 0 after training started. β = 0 (y = z, x kept "
-                "in the state) and β > 0 (z kept) store different things, so a run can't switch between them; "
-                "build a new optimizer from the model at x (optimizer.eval()) to change it.")
+            raise ValueError(f"{self._beta_name}={beta!r}: β was changed across 0 after training started. β = 0 (y = "
+                             "z, x kept in the state) and β > 0 (z kept) store different things, so a run can't switch "
+                             "between them; build a new optimizer from the model at x (optimizer.eval()) to change it.")
 
     def _training(self) -> bool:
         return all(group["train_mode"] for group in self.param_groups)
@@ -220,9 +219,9 @@ class ScheduleFreeBase(ScheduleFreeMixin, LeanOptimizer):
         FUSED_AUTO_MIN_NUMEL elements (where torch.compile can't build kernels, the first step warns, then runs eager)."""
         if self._fused_decision is None:
             params = [p for g in self.param_groups for p in g["params"]]
-            self._fused_decision = self._fused_arg if self._fused_arg is not None else \
-                all(p.device.type in ("cpu", "cuda") for p in params) and \
-                sum(p.numel() for p in params) >= kernels.FUSED_AUTO_MIN_NUMEL
+            auto = all(p.device.type in ("cpu", "cuda") for p in params) and sum(map(torch.numel, params)) >= \
+                kernels.FUSED_AUTO_MIN_NUMEL
+            self._fused_decision = auto if self._fused_arg is None else self._fused_arg
         return self._fused_decision
 
     def _run(self, rule: Callable, key: tuple, lists: dict, tensors: list, scalars: tuple, **flags):
