@@ -9,7 +9,7 @@ import sys
 from conftest import subprocess_env
 
 # torch._dynamo too: torch's optimizers import it (3 s here) on their first add_param_group / zero_grad / state_dict;
-# sfbench's SF optimizers skip that wrapper until something else has imported it (sfbench/optim/lazy_dynamo.py)
+# sfbench's SF optimizers skip that wrapper until something else has imported it (sfbench/optim/torch_internals.py)
 OPTIONAL = ("transformers", "datasets", "wandb", "scipy", "matplotlib", "pandas", "PEPit", "submitit", "torch._dynamo")
 
 PROBE = """

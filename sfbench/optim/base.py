@@ -15,7 +15,7 @@ import torch
 
 from . import compat, kernels
 from .kernels import averaging_coefficient, polyak_step, warmed_up
-from .lazy_dynamo import LeanOptimizer
+from .torch_internals import LeanOptimizer
 
 #: [A5]; `schedulet` and `constant` are docs/theory.md's theorem-indexed weighting and the IAM baselines' EMA.
 WEIGHTINGS = ("lr_power", "uniform", "lr", "poly", "schedulet", "constant")

@@ -14,7 +14,8 @@ import torch
 from torch.optim import Optimizer
 
 from .base import check_choice, check_range
-from .wrapper import ScheduleFree, init_as_optimizer
+from .torch_internals import init_as_optimizer
+from .wrapper import ScheduleFree
 
 ADJUST_LR_FNS = ("original", "match_rms_adamw", "spectral_unclamped")
 

@@ -14,7 +14,7 @@ says how a step works). For the fastest step with an SGD or Adam base, use `SFSG
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from typing import Any, Callable
 
 import torch
@@ -23,19 +23,7 @@ from torch.optim import Optimizer
 from .base import LR_RULES, RUNNING_SCALARS, ScheduleFreeBase, ScheduleFreeMixin, check_choice, check_range, check_sf, \
     require_loss
 from .kernels import TensorList, averaging_coefficient, inner, polyak_step, warmed_up
-
-
-def init_as_optimizer(opt: Optimizer, defaults: dict, param_groups: list) -> None:
-    """What `torch.optim.Optimizer.__init__` sets, for an optimizer made of other optimizers: `param_groups` is their
-    list (the same dicts, so LR schedulers and `zero_grad` act on them), nothing is re-validated."""
-    opt.defaults = defaults
-    for name in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
-                 "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks",
-                 "_optimizer_load_state_dict_post_hooks"):
-        setattr(opt, name, OrderedDict())
-    opt._patch_step_function()
-    opt.param_groups = param_groups
-    opt._warned_capturable_if_run_uncaptured = True
+from .torch_internals import init_as_optimizer
 
 
 def _dot(pairs: list) -> float:
@@ -102,11 +90,6 @@ class ScheduleFree(ScheduleFreeMixin, Optimizer):
                 out.append(z if which == "z" else torch.lerp(y, z, 1 - 1 / self.momentum))
         return out
 
-    @staticmethod
-    def _lr(group: dict, sf: dict) -> float:
-        """γ_t of a group: its lr (times the base's `d`, if any) and the warm-up."""
-        return warmed_up(sf, float(group["lr"]) * float(group.get("d", 1.0)))
-
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None, *, loss: Any = None, lower_bound: Any = 0.0) -> Any:
         """One SF step with the base's update; SF-Polyak needs `loss=` (and `lower_bound=`, default 0) or a closure."""
@@ -119,7 +102,8 @@ class ScheduleFree(ScheduleFreeMixin, Optimizer):
             ps = [p for p in group["params"] if p.grad is not None]
             for p in (p for p in ps if "z" not in self.state[p]):
                 self.state[p]["z"] = p.detach().clone(memory_format=torch.preserve_format)
-            work.append((group, sf, self._lr(group, sf), ps, [self.state[p]["z"] for p in ps]))
+            lr = warmed_up(sf, float(group["lr"]) * float(group.get("d", 1.0)))     # d: D-Adaptation's, Prodigy's
+            work.append((group, sf, lr, ps, [self.state[p]["z"] for p in ps]))
         active = [w for w in work if w[3]]
         gu = _dot([([p.grad for p in ps], torch._foreach_sub(zs, ps)) for *_, ps, zs in active]) if polyak else 0.0
         for _, _, lr, ps, zs in active:
