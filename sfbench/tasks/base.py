@@ -43,6 +43,12 @@ class Task:
         """Metrics of `model` as it is (the trainer puts it at x first): keys like "eval/loss"."""
         raise NotImplementedError
 
+    def eval_cost(self) -> float:
+        """One evaluation's cost in training steps, stated from the configuration (a forward pass counts a third of
+        a training step). `trainer.eval_every=auto` spaces evaluations by it; it is never measured, so the same
+        command evaluates at the same steps on any machine. Default: one step."""
+        return 1.0
+
     def bn_batches(self, n: int) -> Iterator[Any]:
         """Training batches for recomputing BatchNorm statistics at x (ALGORITHMS.md A); default: the first n."""
         for i in range(n):

@@ -210,6 +210,10 @@ class CIFAR10Task(Task):
         return F.cross_entropy(model(x), y), 0.0
 
     @torch.no_grad()
+    def eval_cost(self) -> float:
+        """A forward pass over the test set, against a step on `batch_size` images (set up first: the test set's size)."""
+        return len(self.test_y) / self.batch_size / 3
+
     def evaluate(self, model) -> dict[str, float]:
         total_loss, correct = 0.0, 0
         for i in range(0, len(self.test_y), self.eval_batch_size):

@@ -152,6 +152,10 @@ class DistillTask(Task):
         return next_token_ce(logits_of(model, x), y), lower_bound
 
     @torch.no_grad()
+    def eval_cost(self) -> float:
+        """`eval_batches` forward passes of the student, of the training batch's shape."""
+        return self.eval_batches / 3
+
     def evaluate(self, model) -> dict[str, float]:
         totals = {"eval/loss": 0.0, "eval/ce": 0.0}
         for (x, y), teacher_logits in zip(self._eval, self._teacher_eval_logits):

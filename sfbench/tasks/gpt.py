@@ -77,6 +77,10 @@ class GPTTask(Task):
         return next_token_ce(logits_of(model, x), y), 0.0
 
     @torch.no_grad()
+    def eval_cost(self) -> float:
+        """`eval_batches` forward passes of the training batch's shape."""
+        return self.eval_batches / 3
+
     def evaluate(self, model) -> dict[str, float]:
         loss = sum(next_token_ce(logits_of(model, x), y).item() for x, y in self._eval) / len(self._eval)
         return {"eval/loss": loss, "eval/ppl": math.exp(min(loss, 50.0)), "eval/unigram_ce": self.unigram_ce}

@@ -1,17 +1,12 @@
 """When to evaluate: `trainer.eval_every` — a number of steps, 0 (only at the end), or `auto` (the default).
 
 `auto` aims at `AUTO_EVALS` (50) evaluations per run, so that a default run has a curve at x and the [C4] fit has
-points: the interval starts at max(1, round(steps / 50)). Evaluation is not always cheap next to a training step
-(a language-model task evaluates several batches; a large test set is a full pass), so the cost is measured: after
-each evaluation the interval becomes the smallest multiple of the starting one for which evaluating costs at most
-`trainer.eval_share` (default 0.1) of the training time between evaluations — measured wall-clock seconds of
-evaluating against seconds per training step (logging and the rest of the step included). The first evaluation
-only warms up (lazy initialisation, caches); from the second on, an evaluation's cost is the lowest measured since
-(contention from other processes only ever adds time), so a burst of load does not stretch the interval. It only grows, so noise cannot make it flap, and it stays on the grid of the starting interval, so runs of one sweep
-evaluate at the same steps unless evaluating costs them more. The last step is always evaluated.
-
-With several processes (data parallel) every rank must evaluate at the same steps: the new interval is the
-largest any rank asks for (one all-reduce after an evaluation, which all ranks reach together).
+points: the interval starts at max(1, round(steps / 50)). An evaluation is not always cheap next to a training step
+(a language-model task evaluates several batches, CIFAR-10 the whole test set), so the interval is the smallest
+multiple of the starting one for which evaluating costs at most `trainer.eval_share` (default 0.1) of the training
+between evaluations — with the cost the task states from its configuration (`Task.eval_cost`, in training steps),
+never a measured time: the same command evaluates at the same steps on a busy machine and an idle one, and every rank
+of a data-parallel run at the same steps without talking. The last step is always evaluated.
 """
 
 from __future__ import annotations
@@ -32,56 +27,27 @@ def check_eval_every(value) -> int | str:
 
 
 class EvalCadence:
-    """Decides which steps evaluate; `due(step)` before a step's evaluation, `measured(...)` after it."""
+    """Which steps evaluate (`due(step)`), decided from the configuration alone; `measured` counts evaluations."""
 
-    def __init__(self, eval_every, steps: int, share: float = 0.1, start: int = 0):
+    def __init__(self, eval_every, steps: int, share: float = 0.1, eval_cost: float = 1.0):
         spec = check_eval_every(eval_every)
         self.steps, self.share = int(steps), float(share)
         self.auto = spec == "auto"
         self.base = max(1, round(self.steps / AUTO_EVALS)) if self.auto else int(spec)
         self.every = self.base
-        self.count = 0
-        self.eval_s = 0.0
-        self.lowest = math.inf            # the cheapest evaluation after the first
-        self.last_step, self.last_time = start, None
+        if self.auto and self.share > 0 and math.isfinite(eval_cost) and eval_cost > 0:
+            # the smallest multiple k of the base interval with eval_cost ≤ share · k · base
+            self.every = self.base * max(1, math.ceil(eval_cost / (self.share * self.base) - 1e-9))
+        self.count, self.eval_s = 0, 0.0
 
     def due(self, step: int) -> bool:
         return step == self.steps or bool(self.every and step % self.every == 0)
 
-    def needed(self, eval_s: float, step_s: float) -> int:
-        """The smallest multiple of the starting interval for which one evaluation of `eval_s` seconds costs at most
-        `share` of the training time between evaluations (`step_s` seconds a step)."""
-        if not self.auto or step_s <= 0 or not math.isfinite(eval_s) or self.share <= 0:
-            return self.every
-        k = math.ceil(eval_s / (self.share * step_s) / self.base - 1e-9)
-        return max(self.every, self.base * max(k, 1))
-
-    def measured(self, step: int, eval_s: float, since_last_s: float, agree=None) -> None:
-        """After the evaluation at `step`: it took `eval_s` seconds, and training since the previous evaluation (or the
-        start) took `since_last_s` seconds. `agree(int) -> int` makes the ranks of a data-parallel run agree (max)."""
+    def measured(self, eval_s: float) -> None:
+        """After an evaluation that took `eval_s` seconds (reported, never acted on)."""
         self.count += 1
         self.eval_s += eval_s
-        if self.count >= 2:
-            self.lowest = min(self.lowest, eval_s)
-        steps_between = step - self.last_step
-        self.last_step = step
-        if steps_between <= 0 or self.count < 2:
-            return
-        new = self.needed(self.lowest, since_last_s / steps_between)
-        if agree is not None and self.auto:
-            new = agree(new)
-        self.every = max(self.every, new)
 
     def summary(self) -> dict:
         return {"eval_every": "auto" if self.auto else self.base, "interval": self.every, "evaluations": self.count,
                 "eval_s": self.eval_s}
-
-
-def max_over_ranks(value: int, device) -> int:
-    """The largest `value` over the ranks of a data-parallel run (one all-reduce)."""
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())

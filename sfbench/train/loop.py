@@ -48,7 +48,7 @@ from ..tracking import lock as run_lock
 from ..tracking.run_record import RecordDamaged, RecordWriteError, RunRecord, remove_stale_temp_files
 from ..tracking.sinks import NullSink, Sink
 from . import distributed
-from .cadence import EvalCadence, max_over_ranks
+from .cadence import EvalCadence
 from .checkpoint import CHECKPOINT, PREVIOUS, atomic_torch_save, rng_state, save_checkpoint, set_rng_state
 from .resume import GAP_POLICIES, ResumePlan, plan_resume
 from .online_bound import OnlineBound
@@ -197,20 +197,34 @@ class Trainer:
         return int(state["step"])
 
     # -- evaluation at x ---------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _evaluate(self, model, opt) -> dict[str, float]:
+    @contextlib.contextmanager
+    def _at_x(self, model, opt):
+        """The model at x (the optimizer's `eval()`, BatchNorm statistics recomputed there) for the body, then back
+        exactly as it was: parameters and buffers bit for bit (the x ↔ y swap alone rounds y), the random number
+        generators too. So evaluating never changes training, at the cost of one copy of the model while it runs."""
+        kept = {name: t.detach().clone() for name, t in model.state_dict(keep_vars=True).items()}
+        rng = rng_state()
         swap = hasattr(opt, "eval") and hasattr(opt, "train")
-        if swap:
-            opt.eval()
-            self._recompute_batchnorm(model)
-        model.eval()
         try:
-            with self._autocast():
-                metrics = self.task.evaluate(model)
+            if swap:
+                opt.eval()
+            with torch.no_grad():
+                self._recompute_batchnorm(model)
+            model.eval()
+            yield
         finally:
             model.train()
             if swap:
                 opt.train()
+            with torch.no_grad():
+                for name, t in model.state_dict(keep_vars=True).items():
+                    t.copy_(kept[name])
+            set_rng_state(rng)
+
+    @torch.no_grad()
+    def _evaluate(self, model, opt) -> dict[str, float]:
+        with self._at_x(model, opt), self._autocast():
+            metrics = self.task.evaluate(model)
         return {k: float(v) for k, v in metrics.items()}
 
     def _recompute_batchnorm(self, model) -> None:
@@ -428,15 +442,9 @@ class Trainer:
             # killed after the last checkpoint, before the end: the final metrics are the last line's, evaluated at
             # x again (model.pt, the theory fit and the summary are written below as at the end of any run)
             last = dict(plan.rows[-1]) if plan.rows and plan.rows[-1]["step"] == start else {"step": start}
-            # the checkpoint already holds the state after the last step's evaluation: evaluating again must not
-            # move it (the x ↔ y swap is exact only up to rounding), so model.pt equals an uninterrupted run's
-            kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
             last.update(self._evaluate(forward, opt))
-            model.load_state_dict(kept)
         step = start
-        cadence = EvalCadence(cfg.eval_every, cfg.steps, cfg.eval_share, start)
-        agree = (lambda v: max_over_ranks(v, self.device)) if self.dist.active else None
-        mark = time.perf_counter()
+        cadence = EvalCadence(cfg.eval_every, cfg.steps, cfg.eval_share, self.task.eval_cost())
         if self._stop_signal is not None and not self.dist.active:   # asked to stop while setting up
             # (several processes: the first step's all-reduce carries the flag, so every rank stops together)
             self.record.write_summary("preempted", steps_done=start)
@@ -493,8 +501,7 @@ class Trainer:
                 if evaluating:
                     t_eval = time.perf_counter()
                     metrics.update(self._evaluate(forward, opt))
-                    cadence.measured(step, time.perf_counter() - t_eval, t_eval - mark, agree)
-                    mark = time.perf_counter()
+                    cadence.measured(time.perf_counter() - t_eval)
                 if step % cfg.log_every == 0 or "eval/loss" in metrics or step == cfg.steps:
                     self.record.log(metrics)
                     self.sink.log(metrics)
@@ -524,13 +531,9 @@ class Trainer:
             raise
         progress.close()
         steps_done = last.get("step", start) if status != "diverged" else last["step"] - 1
-        if status == "completed":
-            if hasattr(opt, "eval"):
-                opt.eval()
-            if self.dist.is_main:
-                atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")   # the model at x
-            if hasattr(opt, "train"):
-                opt.train()
+        if status == "completed" and self.dist.is_main:
+            with self._at_x(model, opt):       # the model at x, BatchNorm statistics recomputed there
+                atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")
         final = {k: v for k, v in last.items() if k != "step" and not k.startswith("time/")}
         self.task.persist()
         theory_summary = None
