@@ -302,18 +302,25 @@ def test_unreadable_last_checkpoint_falls_back_to_the_previous_one(reference, mo
         assert torch.load(cut / "checkpoints" / name, weights_only=False)["step"] in (30, 40)
 
 
-def test_stale_temp_files_are_removed_at_start(reference, monkeypatch, capsys):
+def test_stale_temp_files_are_removed_at_start_and_only_those(reference, monkeypatch, capsys):
+    """sfbench's temporary names (and an earlier version's `.<record>.tmp…`) are removed at start; files of the
+    user's beside them — however close their names — stay, byte for byte."""
     args, full = reference()
     cut = preempted_run(monkeypatch, args, 25)
-    stale = [cut / "checkpoints" / ".last.pt.tmp12345", cut / ".summary.json.tmpabc123", cut / ".model.pt.tmp99",
-             cut / ".metrics.jsonl.k2j3h4"]             # the last: an earlier version's mkstemp name
+    stale = [cut / "checkpoints" / ".last.pt.sfbench-tmp12345", cut / ".summary.json.sfbench-tmpabc123",
+             cut / ".model.pt.tmp99", cut / "checkpoints" / ".last.pt.tmp12345"]   # the last two: an earlier version's
     for path in stale:
         path.write_bytes(b"")
-    (cut / "checkpoints" / ".last.pt.tmp777").write_bytes(os.urandom(5000))
+    (cut / "checkpoints" / ".last.pt.sfbench-tmp777").write_bytes(os.urandom(5000))
+    users = {cut / ".model.pt.bak": b"mine", cut / ".summary.json.swp": b"vim", cut / ".bashrc.tmp-keep": b"x",
+             cut / ".metrics.jsonl.k2j3h4": b"y", cut / "checkpoints" / ".last.pt.orig": b"z"}
+    for path, data in users.items():
+        path.write_bytes(data)
     capsys.readouterr()
     assert run_cli([*args, "hydra.run.dir=cut"]) == 0
     assert "removed 5 temporary file(s)" in capsys.readouterr().err
-    assert not [p for p in cut.rglob(".*") if p.name != ".lock"] and not (cut / ".lock").exists()
+    assert not any(p.exists() for p in stale) and not (cut / ".lock").exists()
+    assert all(path.read_bytes() == data for path, data in users.items())
     assert_equal_runs(cut, full)
 
 

@@ -64,6 +64,12 @@ def run(cfg) -> float | None:
         choices["hydra/sweeper"] = hc.runtime.choices["hydra/sweeper"]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["choices"] = choices
+    from ..tracking.ownership import check_run_dir
+    from ..tracking.run_record import RecordDamaged
+    try:
+        check_run_dir(run_dir)      # a directory of someone else's files: refused before anything is written there
+    except RecordDamaged as err:
+        _fail(str(err))
     _take_lock(run_dir)             # before the config check: two processes can't both pass it
     try:
         return _train(cfg, hc, run_dir, parts, resolved)
@@ -97,8 +103,9 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
     from ..tracking.run_record import RecordDamaged, RecordWriteError
     from ..train import Trainer, TrainerConfig
 
+    from ..tracking.ownership import check_same_run
     try:
-        _check_same_config(run_dir, resolved)
+        check_same_run(run_dir, resolved)   # the run there, if any, must be this configuration's (ownership.py)
     except RecordDamaged as err:
         _fail(str(err))
     if "pep" in parts:                  # a PEP job (configs/experiment/sfn_pep.yaml): sfbench.pep, not the trainer
@@ -157,25 +164,6 @@ def _hand_on_signal(signum: int | None) -> None:
     handler = signal.getsignal(signum)
     if callable(handler):
         handler(signum, None)
-
-
-def _check_same_config(run_dir: Path, resolved: dict) -> None:
-    from ..tracking.run_record import flatten, read_config
-
-    old = read_config(run_dir)      # whether or not a summary exists yet: the config is written first
-    if not old:
-        return
-    volatile = ("trainer.device", "trainer.log_every_s", "trainer.on_gap", "logger.", "choices.logger",
-                # the evaluation cadence is where the run is measured, not the run (its default changed from 200 to auto)
-                "trainer.eval_every", "trainer.eval_share")
-    a = {k: v for k, v in flatten(old).items() if not k.startswith(volatile)}
-    b = {k: v for k, v in flatten(resolved).items() if not k.startswith(volatile)}
-    # a setting the old record lacks was added by a newer sfbench (e.g. trainer.theory): not a different run
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k in a)
-    if diff:
-        print(f"sfbench: error: {run_dir} holds a run with a different configuration (differs at: "
-              f"{', '.join(diff[:5])}); pick another directory with hydra.run.dir=… or remove it", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
 
 
 def main(argv: list[str] | None = None) -> None:

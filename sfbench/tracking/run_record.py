@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -74,9 +75,13 @@ def human_bytes(n: float) -> str:
     return f"{n} bytes"
 
 
+TEMP_MARK = ".sfbench-tmp"
+
+
 def temp_name(path: Path) -> str:
-    """The prefix of every temporary file written next to `path` (`remove_stale_temp_files` looks for it)."""
-    return f".{path.name}.tmp"
+    """The prefix of every temporary file written next to `path`: a name only sfbench makes, so that
+    `remove_stale_temp_files` never takes a file of the user's (`.model.pt.bak`, `.bashrc.tmp-keep`)."""
+    return f".{path.name}{TEMP_MARK}"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -102,15 +107,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-RECORD_FILES = (CONFIG, METRICS, SUMMARY, "model.pt", "theory_fit.json", "wandb_id.txt", "last.pt", "prev.pt")
+#: the temporary names of earlier versions: `.<record file>.tmp<pid or mkstemp letters>`
+_EARLIER_TEMP = re.compile(r"\.(config\.yaml|metrics\.jsonl|summary\.json|model\.pt|theory_fit\.json|wandb_id\.txt|last\.pt|"
+                           r"prev\.pt|slurm\.json)\.tmp[A-Za-z0-9_]*")
 
 
 def is_temp_file(name: str) -> bool:
-    """`.<name>.tmp…` (this version's temporary files) or `.<record file>.<anything>` (mkstemp's names in earlier
-    versions); never the lock or the Slurm launcher's `slurm.json` (written by another process)."""
-    if not name.startswith(".") or name == ".lock" or name.startswith(".slurm.json"):
-        return False
-    return ".tmp" in name or any(name.startswith(f".{known}.") for known in RECORD_FILES)
+    """A temporary file sfbench wrote: `.<file>.sfbench-tmp…` (`temp_name`), or an earlier version's exact form;
+    never a name of the user's (`.model.pt.bak`, `.summary.json.swp`, `.bashrc.tmp-keep`)."""
+    return (name.startswith(".") and TEMP_MARK in name) or _EARLIER_TEMP.fullmatch(name) is not None
 
 
 def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:

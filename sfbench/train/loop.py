@@ -45,6 +45,7 @@ import torch
 from ..optim.muon import parameters_for
 from ..tasks.base import ConfigError, Task
 from ..tracking import lock as run_lock
+from ..tracking.ownership import DifferentRun, check_run_dir, differences, digest, identity
 from ..tracking.run_record import RecordDamaged, RecordWriteError, RunRecord, remove_stale_temp_files
 from ..tracking.sinks import NullSink, Sink
 from . import distributed
@@ -169,7 +170,8 @@ class Trainer:
         is never ahead of the metrics on disk."""
         if self.dist.is_main:
             self.record.sync()
-            save_checkpoint({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            save_checkpoint({"step": step, "identity": identity(self.run_config), "model": model.state_dict(),
+                             "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict() if sched is not None else None,
                              "theory": theory.state_dict() if theory is not None else None,
                              "rng": rng_state()}, self.run_dir, keep_previous=self._keep_previous)
@@ -187,6 +189,9 @@ class Trainer:
                            accepted=(summary or {}).get("metrics_gaps"))
 
     def _load(self, state: dict, model, opt, sched, theory: OnlineBound | None) -> int:
+        diff = differences(state.get("identity") or {}, self.run_config)
+        if diff:        # config.yaml lost or changed, and the checkpoint knows better: nothing is written
+            raise DifferentRun(self.run_dir, diff)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state["scheduler"] is not None:
@@ -317,6 +322,7 @@ class Trainer:
     def run(self) -> dict:
         """Train (or resume) the run. Raises `RunLocked` when another process writes the directory, `RecordDamaged`
         when its record can't be resumed (nothing written then), `RecordWriteError` when a write fails."""
+        check_run_dir(self.run_dir)     # someone else's files: refused before anything is written there
         # one writer per run directory: rank 0 holds the lock for the whole run (the CLI may hold it already)
         lock = run_lock.acquire(self.run_dir) if distributed.env_rank() == 0 else None
         try:
@@ -418,6 +424,7 @@ class Trainer:
         requeues = (summary or {}).get("resumes", 0) + (1 if resumed else 0)
         n_params = sum(p.numel() for p in model.parameters())
         self.record.write_summary("running", steps_done=start, total_steps=cfg.steps, resumes=requeues,
+                                  config_digest=digest(self.record.read_config() or self.run_config),
                                   device=str(self.device), world_size=self.dist.world if self.dist.active else None,
                                   parameters=n_params, task=self.task.summary(),
                                   theory=theory.summary() if theory is not None else None, error=None,
