@@ -307,6 +307,19 @@ def test_reference_class_with_xyz_state_is_refused_for_sgd_too():
         SFSGD(leaves(params())).load_state_dict(ref.state_dict())
 
 
+def test_a_pickle_without_the_settings_this_class_keeps_still_steps():
+    """An optimizer pickled with torch's own `__getstate__` (its three entries only, as sfbench once did) loads and
+    steps, with the settings' defaults."""
+    ps = leaves(params())
+    opt = SFSGD(ps, lr=0.1)
+    copy_ = SFSGD.__new__(SFSGD)
+    copy_.__setstate__(copy.deepcopy(torch.optim.Optimizer.__getstate__(opt)))
+    for p, g in zip(ps, grads(0, ps)):
+        p.grad = g
+    copy_.step()
+    assert copy_.record_grad_sq is False and copy_.param_groups[0]["k"] == 1
+
+
 def test_own_checkpoint_in_the_older_layout_and_keys_loads():
     """A checkpoint written before this change (state u = z − y for every rule, no `warmup_steps` /
     `scheduled_lr` keys) loads and continues as the run that wrote it (its z is rebuilt as y + u)."""
@@ -407,6 +420,29 @@ def test_foreach_and_per_tensor_paths_are_bitwise_equal(make, dtype):
             assert torch.equal(opt_a.state[p][key], opt_b.state[q][key]), key
     opt_a.eval(), opt_b.eval()
     assert_same(a, b)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps, fe: SFAdamW(ps, lr=0.01, foreach=fe, fused=False),
+    lambda ps, fe: SFSGD(ps, lr=1.0, lr_rule="polyak", foreach=fe, fused=False),
+    lambda ps, fe: SFAdamW(ps, lr=0.5, lr_rule="polyak", foreach=fe, fused=False),
+], ids=["adamw", "sgd-polyak", "adamw-polyak"])
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.float32),
+                                    (torch.float16, torch.float64)])
+def test_foreach_and_per_tensor_are_bitwise_equal_in_a_group_of_mixed_dtypes(make, dtypes):
+    """torch's multi-tensor multiply by a number rounds it to a half-precision tensor's dtype wherever that tensor
+    sits in the list; the per-tensor op doesn't. SF-Polyak's u ← (1 − c) u hit it when a bf16 tensor came second."""
+    runs = []
+    for foreach in (True, False):
+        ps = [torch.randn(64, generator=torch.Generator().manual_seed(i)).to(d).requires_grad_()
+              for i, d in enumerate(dtypes)]
+        opt = make(ps, foreach)
+        for t in range(8):
+            for p, g in zip(ps, grads(t, [q.detach().float() for q in ps])):
+                p.grad = g.to(p.dtype)
+            opt.step(loss=2.0) if opt.needs_loss else opt.step()
+        runs.append(ps)
+    assert_same(*runs)
 
 
 # -- modes and layouts ---------------------------------------------------------------------------------------------

@@ -89,6 +89,20 @@ def test_steps_are_torch_muon_and_adamw_stepped_side_by_side():
         assert torch.equal(p, q)
 
 
+def test_zero_grad_reaches_a_group_added_to_a_part():
+    """`Combined.add_param_group` sends users to the parts; a group they add there is zeroed too (plain and
+    schedule-free)."""
+    for make in (lambda ps: MuonAdamW(ps, lr=1e-3), lambda ps: sf_muon(ps, lr=1e-3)):
+        model = torch.nn.Linear(4, 3)
+        opt = make(model.named_parameters())
+        extra = torch.nn.Parameter(torch.ones(3))
+        base = opt.base if isinstance(opt, ScheduleFree) else opt
+        base.optimizers[-1].add_param_group({"params": [extra]})
+        extra.grad = torch.ones(3)
+        opt.zero_grad()
+        assert extra.grad is None
+
+
 def test_state_dict_round_trip_copies_and_refusal():
     a, b = TinyLM(), TinyLM()
     opt = MuonAdamW(a.named_parameters(), lr=0.02)

@@ -239,6 +239,8 @@ def test_lr_scheduler_follows_gamma_times_h(cfg):
         (dict(name="constant", total_steps=0), "total_steps"),
         (dict(name="constant", total_steps=-5), "total_steps"),
         (dict(name="constant", total_steps=10.0), "total_steps"),
+        (dict(name="cosine", total_steps=None), "total_steps"),
+        (dict(name="wsd", total_steps=None, decay_steps=5), "total_steps"),
         (dict(name="constant", total_steps=10, warmup_steps=-1), "warmup_steps"),
         (dict(name="wsd", total_steps=10, warmup_steps=11), "warmup_steps"),
         (dict(name="cosine", total_steps=10, warmup_steps=10), "warmup_steps"),

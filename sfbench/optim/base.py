@@ -241,8 +241,7 @@ class ScheduleFreeBase(ScheduleFreeMixin, LeanOptimizer):
         out = rule(*(None if t is None else kernels.TensorList(t) for t in tensors), *scalars, **flags)
         return torch.stack(out) if out else None
 
-    def _adam_scalars(self, group: dict) -> tuple[float, float, float]:
-        """β2, the bias correction 1 − β2^{t+1} and ε (placeholders for the SGD base)."""
+    def _adam_scalars(self, group: dict) -> tuple[float, float, float]:     # β2, 1 − β2^{t+1}, ε
         if not self._adam:
             return 0.0, 1.0, 0.0
         return group["betas"][1], 1.0 - group["betas"][1] ** (group["k"] + 1), group["eps"]
@@ -292,6 +291,9 @@ class ScheduleFreeBase(ScheduleFreeMixin, LeanOptimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._compiled, self._fused_decision = {}, None     # decided again for the copy's devices
+        for name, default in (("_fused_arg", None), ("_foreach_arg", None), ("record_grad_sq", False),
+                              ("last_grad_sq_P", None)):     # a pickle from before these settings were kept
+            self.__dict__.setdefault(name, default)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict of this class (older ones included), or of `schedulefree.SGDScheduleFree` /
@@ -352,8 +354,8 @@ class SFSGD(ScheduleFreeBase):
             (t+1)^(−alpha)), `constant` (c_{t+1} = `c`: the IAM baselines). SF-Polyak's weights use the cap.
         lr_rule: `schedule`, or `polyak` (SF-Polyak [B1]: pass `loss=` to `step`), `polyak_floor` its M.
         foreach: multi-tensor ops on the eager path (default); False runs the same ops tensor by tensor.
-        fused: the same update compiled (one pass over memory per tensor). None: when the model has ≥ 2^20
-            elements and the device can compile (a cold compile takes tens of seconds).
+        fused: the same update compiled (one pass over memory per tensor). None: on a CPU or CUDA device for models
+            of ≥ 2^20 elements (a cold compile takes tens of seconds; where it fails, a warning, then eager).
     """
 
     def __init__(self, params, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,

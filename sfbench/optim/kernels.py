@@ -39,7 +39,7 @@ class TensorList(list):
     def mul_(self, other):
         # torch's in-place multi-tensor multiply rounds a Python number to a half-precision list's dtype first (the
         # single-tensor op keeps it in float32); as a 0-d tensor it is multiplied as the single-tensor op does
-        if isinstance(other, float) and self and self[0].dtype in (torch.float16, torch.bfloat16):
+        if isinstance(other, float) and any(t.dtype in (torch.float16, torch.bfloat16) for t in self):
             other = torch.tensor(other, dtype=torch.float64)
         torch._foreach_mul_(self, other)
         return self

@@ -66,6 +66,10 @@ class Combined(Optimizer):
         for opt, part in zip(self.optimizers, parts):
             opt.load_state_dict(part)
 
+    def zero_grad(self, set_to_none: bool = True) -> None:     # the parts' groups, groups added to them later too
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none)
+
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_")}
 

@@ -59,10 +59,6 @@ def _real(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _choices(values) -> str:
-    return ", ".join(repr(v) for v in values)
-
-
 @dataclasses.dataclass(frozen=True)
 class Schedule:
     """h(t; T) (module docstring): T = `total_steps`, the wsd cool-down `decay_steps` or `decay_frac` · T. Options a
@@ -80,16 +76,16 @@ class Schedule:
     def __post_init__(self) -> None:
         T, W, D = self.total_steps, self.warmup_steps, self.decay_steps
         checks = [
-            ("name", self.name in SCHEDULES, f"choose one of {_choices(SCHEDULES)}"),
+            ("name", self.name in SCHEDULES, f"choose one of {', '.join(map(repr, SCHEDULES))}"),
             ("total_steps", _int(T) and T >= 1, "it must be an integer >= 1"),
             ("warmup_steps", not _int(T) or (_int(W) and 0 <= W <= T),
              f"it must be an integer in [0, total_steps={T}]"),
-            ("warmup_steps", self.name != "cosine" or not _int(W) or W < T,
+            ("warmup_steps", self.name != "cosine" or not (_int(W) and _int(T)) or W < T,
              f"for 'cosine' it must be < total_steps={T} (the decay runs over T - W > 0 steps)"),
             ("decay_frac", _real(self.decay_frac) and 0.0 < self.decay_frac <= 1.0, "it must be in (0, 1]"),
-            ("decay_steps", D is None or (_int(D) and 1 <= D <= T),
+            ("decay_steps", D is None or not _int(T) or (_int(D) and 1 <= D <= T),
              f"it must be None or an integer in [1, total_steps={T}]"),
-            ("cooldown", self.cooldown in COOLDOWNS, f"choose one of {_choices(COOLDOWNS)}"),
+            ("cooldown", self.cooldown in COOLDOWNS, f"choose one of {', '.join(map(repr, COOLDOWNS))}"),
             ("final_frac", _real(self.final_frac) and 0.0 <= self.final_frac <= 1.0, "it must be in [0, 1]"),
             ("power", _real(self.power) and 0.0 <= self.power < math.inf, "it must be a finite number >= 0"),
         ]

@@ -27,8 +27,8 @@ from .torch_internals import init_as_optimizer
 
 
 def _dot(pairs: list) -> float:
-    """Σ ⟨a, b⟩ over pairs of tensor lists, in float64, one host sync."""
-    return float(sum(inner(TensorList(a), TensorList(b)).cpu() for a, b in pairs if a))
+    """Σ ⟨a, b⟩ over pairs of tensor lists, in float64 (summed on the host: the tensors may be on several devices)."""
+    return float(sum(inner(x, y).cpu() for a, b in pairs for x, y in zip(a, b)))
 
 
 class ScheduleFree(ScheduleFreeMixin, Optimizer):
@@ -152,9 +152,8 @@ class ScheduleFree(ScheduleFreeMixin, Optimizer):
                 zs[i] = self.state[p]["z"] = data
 
     def theory_caveats(self) -> list[str]:
-        """Why docs/theory.md's online-to-batch bound (Theorem 2) is not a theorem here (empty: it is, for a convex
-        task with exact D and a bound on the next gradient). It needs z_{t+1} = z_t − γ_t g_t: a plain SGD base (no
-        momentum, weight decay or maximize), one learning rate, one set of averaging settings."""
+        """Why docs/theory.md's Theorem 2 is no theorem here (empty: it is, on a convex task with exact D); it needs
+        z_{t+1} = z_t − γ_t g_t: a plain SGD base (no momentum, weight decay, maximize), one lr, one set of weights."""
         groups = self.base.param_groups
         extras = [key for key in ("momentum", "weight decay", "maximize") if any(g.get(key.replace(" ", "_"))
                                                                                  for g in groups)]
