@@ -2,8 +2,8 @@
 a run only under the configuration it was started with.
 
 A run's identity is its resolved configuration without what doesn't change the run (`VOLATILE`: the device, logging,
-the evaluation cadence — evaluating never changes training — and `paths.*`, so a moved cache or stand-in folder
-resumes). `config.yaml` holds it; summary.json keeps its digest and every checkpoint the identity itself, so a
+the evaluation cadence — evaluating never changes training — and `paths.*`; a value under a `paths.*` root is kept
+relative to it, so a moved cache or stand-in folder resumes). `config.yaml` holds it; summary.json keeps its digest and every checkpoint the identity itself, so a
 `config.yaml` that is missing, emptied, truncated or edited can't let another configuration resume into the run.
 """
 
@@ -26,8 +26,18 @@ RECORD = (CONFIG, SUMMARY, METRICS, "checkpoints")
 
 
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings that make the run (module docstring), flattened."""
-    return {k: v for k, v in flatten(config).items() if not k.startswith(VOLATILE)}
+    """The settings that make the run (module docstring), flattened; a value under one of the config's own `paths.*`
+    (the cache, the stand-ins: `task.cache_dir`, a smoke run's teacher) is written relative to it."""
+    flat = flatten(config)
+    roots = sorted(((v.rstrip("/"), k) for k, v in flat.items() if k.startswith("paths.") and isinstance(v, str)
+                    and v.strip("/")), key=lambda root: -len(root[0]))
+
+    def relative(value: Any) -> Any:
+        for root, key in roots if isinstance(value, str) else ():
+            if value == root or value.startswith(root + "/"):
+                return "${" + key + "}" + value[len(root):]
+        return value
+    return {k: relative(v) for k, v in flat.items() if not k.startswith(VOLATILE)}
 
 
 def digest(config: Mapping[str, Any]) -> str:
