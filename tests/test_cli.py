@@ -185,7 +185,7 @@ def interrupt_and_resume(args, tmp_path, env, lines: int, sig=signal.SIGTERM, po
             "again_out": again_out, "again_code": again.returncode}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
 def test_signal_then_rerun_equals_uninterrupted(tmp_path, sfbench_env, sig):
     env = subprocess_env(sfbench_env)
     args = [*TINY, "opt=sf_adamw", "trainer.steps=60", "trainer.ckpt_every=0", "trainer.eval_every=20"]

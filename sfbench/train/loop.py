@@ -12,7 +12,8 @@ rather than x is what makes resuming bit-exact — x → y is not an exact float
 written at the end as `RUN/model.pt` (and `sfbench.train.load_model_at_x` recovers x from any checkpoint;
 `checkpoint.py`).
 
-SIGTERM / SIGUSR2 (Slurm's warning before a time limit or preemption) and SIGINT (Ctrl-C) finish the current step,
+SIGTERM, SIGUSR1 / SIGUSR2 (the requeue signals clusters and Slurm's `--signal` send before a time limit or
+preemption) and SIGINT (Ctrl-C) finish the current step,
 checkpoint, and end the run with status `preempted`; a non-finite loss ends it with status `diverged`. Both return
 normally (exit 0) so that sweeps go on. A second Ctrl-C stops at once (`StopNow`): the run ends `preempted` at its
 last checkpoint, which the next run resumes from; writes in progress finish first, so the record stays whole.
@@ -122,14 +123,14 @@ class Trainer:
     # -- signals -----------------------------------------------------------------------------------------------------
     @property
     def stop_signal(self) -> int | None:
-        """The signal that stopped the run (SIGTERM / SIGUSR2), if one did: the CLI hands it on to submitit."""
+        """The signal that stopped the run (SIGTERM / SIGUSR1 / SIGUSR2), if one did: the CLI hands it on to submitit."""
         return self._stop_signal
 
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
-        for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
 
