@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +278,63 @@ def test_partial_and_broken_runs(tmp_path):
     assert overall["n"] == 3                                               # the completed runs only
     html = (root / "report" / "report.html").read_text()
     assert all(name in html for name in runs)
+
+
+def _early(run_dir: Path, lines: int, status: str = "running") -> None:
+    """A run of a live sweep: its first `lines` metric lines, no final metrics yet."""
+    write_run(run_dir, schedule="constant", lr=0.1, seed=0, status=status)
+    path = run_dir / "metrics.jsonl"
+    path.write_text("".join(path.read_text().splitlines(True)[:lines]))
+    RunRecord(run_dir).write_summary(status, final=None, steps_done=lines)
+
+
+def _live_one_early(root: Path) -> dict:
+    _early(root / "early", 3)
+    return {}
+
+
+def _live_nothing_logged(root: Path) -> dict:
+    rec = RunRecord(root / "started")
+    rec.write_config({"task": {"_target_": TASK}, "opt": {"_target_": "sfbench.optim.SFSGD", "lr": 1.0},
+                      "sched": {"name": "constant"}, "trainer": {"steps": T}, "seed": 0,
+                      "choices": {"task": "logreg", "opt": "sf_sgd", "sched": "constant"}})
+    rec.write_summary("running", steps_done=0)
+    (root / "started" / "metrics.jsonl").write_text("")
+    return {"started": "no finite train/loss logged yet"}
+
+
+def _live_mixed(root: Path) -> dict:
+    write_run(root / "done-0.1", schedule="constant", lr=0.1, seed=0)
+    write_run(root / "done-0.3", schedule="constant", lr=0.3, seed=0)
+    _early(root / "early", 1)
+    RunRecord(root / "unreadable").write_config({"task": {"_target_": TASK}})
+    (root / "unreadable" / "metrics.jsonl").mkdir()             # unreadable as a file, whoever runs the test
+    write_run(root / "nan", schedule="constant", lr=1.0, seed=0, curve=[float("nan")] * T)
+    return {"early": "no finite eval/subopt logged yet", "unreadable": "metrics.jsonl unreadable (IsADirectoryError",
+            "nan": "no finite eval/subopt logged"}
+
+
+@pytest.mark.parametrize("make", [_live_one_early, _live_nothing_logged, _live_mixed])
+def test_a_live_sweep_is_reported_and_what_cannot_be_is_listed(tmp_path, make):
+    """A sweep still running (one early run; a run that logged nothing yet; finished runs beside an early, an
+    unreadable and an all-NaN run): the report is written (exit 0), every figure drawn, and each run left out of the
+    plots is named with its reason — on stderr, in report.json and on the page."""
+    root = tmp_path / "live"
+    expected = make(root)
+    out = _cli(root, "--no-wandb")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    report = json.loads((root / "report" / "report.json").read_text())
+    assert not [w for w in report["warnings"] if w.startswith("figure")]
+    assert {r["run"] for r in report["left_out"]} == set(expected)
+    page = (root / "report" / "report.html").read_text()
+    for r in report["left_out"]:
+        assert r["reason"].startswith(expected[r["run"]].split(" (")[0])
+        assert expected[r["run"]] in r["reason"]
+        assert f"left out of the plots: {r['run']} ({r['status']})" in out.stderr
+        assert html_escape(r["reason"]) in page
+    for f in report["figures"]:
+        assert (root / "report" / f["file"]).is_file()
+    assert report["figures"]
 
 
 def test_g_param_option(tmp_path):

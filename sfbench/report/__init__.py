@@ -107,22 +107,30 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
         tasks.setdefault(r.task, r.task_label)
     figs = []
     best = result["prediction"]["best_lr"]
+    not_drawn = []
+
+    def draw(kind: str, title: str, task: str | None, make) -> None:
+        """One figure; one that can't be drawn is named in the warnings, and the report goes on without it."""
+        try:
+            p = make()
+        except Exception as e:          # noqa: BLE001 — the rest of the report stands; the reason is reported
+            not_drawn.append(f"figure '{title}' not drawn ({type(e).__name__}: {' '.join(str(e).split())})")
+            return
+        if p is not None:
+            figs.append({"file": p.name, "title": title, "task": task, "kind": kind})
+
     for task, label in sorted(tasks.items(), key=lambda kv: kv[1]):
-        made = (("curves", figures.curves(runs, task, out), f"{label}: evaluated metric and training loss"),
-                ("fits", figures.fits(runs, task, out), f"{label}: fitted bounds"),
-                ("lr", figures.lr_sensitivity(runs, task, best, out), f"{label}: learning-rate sensitivity"))
-        for kind, p, title in made:
-            if p is not None:
-                figs.append({"file": p.name, "title": title, "task": label, "kind": kind})
-    p = figures.profile_plot(result["profiles"], out)
-    if p is not None:
-        figs.append({"file": p.name, "title": "performance profiles", "task": None, "kind": "profiles"})
+        draw("curves", f"{label}: evaluated metric and training loss", label, lambda: figures.curves(runs, task, out))
+        draw("fits", f"{label}: fitted bounds", label, lambda: figures.fits(runs, task, out))
+        draw("lr", f"{label}: learning-rate sensitivity", label,
+             lambda: figures.lr_sensitivity(runs, task, best, out))
+    draw("profiles", "performance profiles", None, lambda: figures.profile_plot(result["profiles"], out))
 
     report = {
         "source": str(root.absolute()), "source_name": root.absolute().name,
         "generated": _dt.datetime.now().isoformat(timespec="seconds"),
         "metric_arg": metric, "tasks": [label for _, label in sorted(tasks.items(), key=lambda kv: kv[1])],
-        **result, "figures": figs, "warnings": _warnings(every), "wandb": None, "pep": pep_section,
+        **result, "figures": figs, "warnings": _warnings(every) + not_drawn, "wandb": None, "pep": pep_section,
     }
     report["method_notes"] = _notes(report, g_param)
     use_wandb = wandb if wandb is not None else _wandb_wanted(runs)

@@ -60,6 +60,15 @@ def main(argv=None) -> int:
           f"{with_theory} runs with theory"
           + (f"; {len(report['pep']['runs'])} PEP runs" if report.get("pep") else "")
           + f"; {report['seconds']:.1f} s)")
+    left_out = report.get("left_out") or []
+    for r in left_out[:10]:
+        print(f"sfbench.report: left out of the plots: {r['run']} ({r['status']}) — {r['reason']}", file=sys.stderr)
+    if len(left_out) > 10:
+        print(f"sfbench.report: … and {len(left_out) - 10} more left out (report.json lists each, with the reason)",
+              file=sys.stderr)
+    for w in report["warnings"]:
+        if w.startswith("figure "):
+            print(f"sfbench.report: {w}", file=sys.stderr)
     if args.dashboard and (report.get("wandb_dashboard") or {}).get("error"):
         print(f"sfbench.report: W&B dashboard failed: {report['wandb_dashboard']['error']}", file=sys.stderr)
         return 1

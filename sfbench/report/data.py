@@ -68,6 +68,7 @@ class Run:
     metrics: pd.DataFrame            # one row per logged step, sorted by step
     notes: list[str] = dataclasses.field(default_factory=list)
     logged_bound_kind: str | None = None   # the last theory/bound_kind string in metrics.jsonl, if any
+    unreadable: str | None = None    # why the run can't be compared at all (a file unreadable, no config.yaml)
     # filled by identify()
     task_id: str = ""
     method_id: str = ""
@@ -82,6 +83,12 @@ class Run:
     fit_steps: np.ndarray | None = None
     fit_observed: np.ndarray | None = None
     fit_target: str | None = None    # what was fitted: the metric, or "train/loss (smoothed)"
+    nothing_logged: str | None = None  # no finite value of the metric yet (a live sweep's early run)
+
+    @property
+    def left_out(self) -> str | None:
+        """Why the run is in no plot: `unreadable`, or `nothing_logged`; None when it is plotted."""
+        return self.unreadable or self.nothing_logged
 
     @property
     def status(self) -> str:
@@ -196,7 +203,12 @@ def load(path: str | Path) -> list[Run]:
         raise ReportError(f"no runs under {root} (a run directory holds metrics.jsonl or summary.json)")
     runs = []
     for d in dirs:
-        rows, notes = _read_metrics(d / "metrics.jsonl")
+        unreadable = None
+        try:
+            rows, notes = _read_metrics(d / "metrics.jsonl")
+        except (OSError, UnicodeDecodeError) as e:      # a directory, no permission, an I/O error, not text
+            rows, notes = [], []
+            unreadable = f"metrics.jsonl unreadable ({type(e).__name__}: {getattr(e, 'strerror', None) or e})"
         bound_kind = next((r["theory/bound_kind"] for r in reversed(rows)
                            if isinstance(r.get("theory/bound_kind"), str)), None)
         frame = pd.DataFrame(rows)
@@ -211,16 +223,17 @@ def load(path: str | Path) -> list[Run]:
         try:
             config = flatten(read_config(d))
         except Exception as e:                          # noqa: BLE001 — one bad file shouldn't stop the report
-            config, notes = {}, notes + [f"config.yaml unreadable ({type(e).__name__})"]
+            config = {}
+            unreadable = unreadable or f"config.yaml unreadable ({type(e).__name__})"
         try:
             summary = read_summary(d) or {}
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             summary, notes = {}, notes + [f"summary.json unreadable ({e})"]
         name = str(d.relative_to(root)) if d != root else d.name
         if not config:
-            notes.append("no config.yaml: listed here, left out of the plots and comparisons")
+            unreadable = unreadable or "no config.yaml (the task, optimizer and schedule are unknown)"
         runs.append(Run(path=d, name=name, config=config, summary=summary, metrics=frame, notes=notes,
-                        logged_bound_kind=bound_kind))
+                        logged_bound_kind=bound_kind, unreadable=unreadable))
     identify(runs)
     return runs
 
@@ -263,10 +276,6 @@ def resolve_metric(runs: list[Run], metric: str) -> dict[str, str]:
             out[task] = next((m for m in AUTO_METRICS if m in logged), AUTO_METRICS[-1])
         else:
             out[task] = metric
-    if metric == "auto" and not any(m in r.metrics.columns for r in runs for m in AUTO_METRICS):
-        logged = sorted(set().union(*(set(r.metrics.columns) for r in runs)) - {"step"})
-        raise ReportError(f"--metric auto: no run logs any of {', '.join(AUTO_METRICS)}; pass --metric with one "
-                          f"of the logged keys: {', '.join(logged) or '(none)'}")
     if metric != "auto" and not any(metric in r.metrics.columns for r in runs):
         logged = sorted(set().union(*(set(r.metrics.columns) for r in runs)) - {"step"})
         raise ReportError(f"--metric {metric}: no run under this directory logs it; logged keys: "
@@ -313,7 +322,7 @@ def observe(run: Run, metric: str) -> None:
         final = (run.summary.get("final") or {}).get(metric)
         run.final = _float(final)
         if not math.isfinite(run.final):
-            run.notes.append(f"no finite {metric} logged")
+            run.nothing_logged = f"no finite {metric} logged" + (" yet" if run.status in ("running", "preempted") else "")
     run.kind = _kind(run)
     bound = run.column("theory/bound").to_numpy(dtype=np.float64)
     ok = np.isfinite(bound)
@@ -632,8 +641,6 @@ def analyze(runs: list[Run], metric: str = "auto", *, g_param: bool = False, pro
     """Observe, fit and compare every run; returns the report's numbers (report.json before JSON cleaning)."""
     every = runs
     runs = comparable_runs(every)
-    if not runs:
-        raise ReportError("none of the runs has a config.yaml; nothing to compare")
     if not all(r.method_id for r in every):
         identify(every)
     metrics = resolve_metric(runs, metric)
@@ -649,6 +656,7 @@ def analyze(runs: list[Run], metric: str = "auto", *, g_param: bool = False, pro
         "statuses": dict(statuses),
         "methods": methods_table(runs),
         "runs": [run_record(r) for r in every],
+        "left_out": [{"run": r.name, "status": r.status, "reason": r.left_out} for r in every if r.left_out],
         "prediction": {"correlations": correlations(runs), "best_lr": best_lrs(runs)},
         "profiles": profiles(runs, profile_tol),
     }
@@ -675,8 +683,9 @@ def methods_table(runs: list[Run]) -> list[dict]:
 
 
 def comparable_runs(runs: list[Run]) -> list[Run]:
-    """The runs that enter plots and comparisons: those with a config (task, optimizer, schedule known)."""
-    return [r for r in runs if r.config]
+    """The runs that enter plots and comparisons: those read whole, with a config (task, optimizer, schedule
+    known). A run that has logged no finite value of its metric yet stays (its panel says so), listed in left_out."""
+    return [r for r in runs if r.unreadable is None]
 
 
 def run_record(run: Run) -> dict:
@@ -687,7 +696,7 @@ def run_record(run: Run) -> dict:
             "steps": run.horizon, "metric": run.metric, "final": run.final, "predicted": run.predicted,
             "bound": run.kind, "bound_kind": run.bound_kind, "D": D, "D_source": source,
             "fit_target": run.fit_target, "fit": run.fit.to_dict() if run.fit is not None else None,
-            "notes": list(run.notes)}
+            "notes": list(run.notes) + ([f"left out of the plots: {run.left_out}"] if run.left_out else [])}
 
 
 def json_safe(obj: Any) -> Any:

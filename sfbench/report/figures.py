@@ -291,9 +291,11 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
         return None
     metric = members[0].metric
     methods = sorted({r.method for r in members})
+    finals = [r.final for r in members if r.status == "completed" and math.isfinite(r.final)]
+    if not finals and not any(r.status == "diverged" for r in members):
+        return None                     # no run has finished yet (a live sweep): nothing to set against the lr
     fig, axes = _grid(len(methods), width=PANEL_W, height=PANEL_H + 0.2, sharey=True)
-    finals = [r.final for r in members if math.isfinite(r.final)]
-    logy = _positive(finals)
+    logy = _positive(finals)            # over the plotted values only
     for i, (ax, method) in enumerate(zip(axes, methods)):
         group = [r for r in members if r.method == method]
         c = COLORS[i % len(COLORS)]

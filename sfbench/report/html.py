@@ -111,6 +111,10 @@ def render(report: dict) -> str:
                      + (f" in {report['seconds']:.1f} s" if report.get("seconds") is not None else "") + "</p>")
     if report["warnings"]:
         parts.append("<ul class=\"notes\">" + "".join(f"<li>{e(w)}</li>" for w in report["warnings"]) + "</ul>")
+    if report.get("left_out"):
+        parts.append(f"<p>Left out of the plots ({len(report['left_out'])}):</p><ul class=\"notes\">"
+                     + "".join(f"<li>{e(r['run'])} ({e(r['status'])}): {e(r['reason'])}</li>"
+                               for r in report["left_out"]) + "</ul>")
 
     figs = report["figures"]
     best = report["prediction"]["best_lr"]

@@ -12,7 +12,7 @@ from pathlib import Path
 FIGURE = "pep_worst_cases.png"
 
 #: The training analysis of a sweep with no training runs (only PEP jobs): every table empty.
-EMPTY_ANALYSIS = {"metric": {}, "n_runs": 0, "statuses": {}, "methods": [], "runs": [],
+EMPTY_ANALYSIS = {"metric": {}, "n_runs": 0, "statuses": {}, "methods": [], "runs": [], "left_out": [],
                   "prediction": {"correlations": [], "best_lr": []}, "profiles": None}
 
 
