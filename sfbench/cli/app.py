@@ -80,6 +80,7 @@ def run(cfg) -> float | None:
 def _take_lock(run_dir: Path) -> None:
     global _lock
     from ..tracking.lock import RunLocked, acquire
+    from ..tracking.run_record import RecordWriteError
     from ..train.distributed import env_rank
 
     if env_rank() != 0:             # data parallel: rank 0 writes the run and holds its lock
@@ -88,6 +89,9 @@ def _take_lock(run_dir: Path) -> None:
         _lock = acquire(run_dir)
     except RunLocked as err:
         _fail(str(err))
+    except RecordWriteError as err:     # a read-only file system, no permission
+        print(f"sfbench: error: {err}; {err.remedy}, or train elsewhere with hydra.run.dir=…", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
 
 
 def _release_lock() -> None:

@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .run_record import RecordWriteError
+
 LOCK = ".lock"
 SAME_JOB_WAIT_S = 120.0      # how long a requeued Slurm job waits for its previous incarnation to let go
 
@@ -129,7 +131,10 @@ def _try_lock(path: Path) -> tuple[int | None, object]:
     """(fd, None) when locked; (None, holder info) when another process holds it; (None, _NO_FLOCK) when the
     filesystem can't lock."""
     for _ in range(100):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:         # a read-only file system, no permission: the run can't be written here
+            raise RecordWriteError(path, err) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

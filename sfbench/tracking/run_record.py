@@ -15,12 +15,15 @@ Faults (issue 13): a file that can't be read back as written — summary.json or
 metrics.jsonl line that is not a whole JSON object with a `step` anywhere but at the very end (a torn last line is
 what a killed writer leaves and is skipped) — raises `RecordDamaged`, whose message names the file and the remedy;
 a write that fails (a full disk) removes its temporary file and raises `RecordWriteError`, whose message names the
-path, the bytes it needed and the bytes free. Temporary files are all named `.<file>.tmp…`, so that the next run can
-remove the ones a killed process left (`remove_stale_temp_files`).
+path, the bytes it needed and the bytes free (or that the file system is read-only). Temporary files are all named
+`.<file>.sfbench-tmp…`, so that the next run can remove the ones a killed process left (`remove_stale_temp_files`)
+and never a file of the user's. Once the trainer has `claim`ed the directory, every write first checks it is still
+there and the same: a run whose directory was deleted or replaced stops with `RunDirLost` and writes nothing more.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -57,7 +60,18 @@ class RecordWriteError(OSError):
         self.hint = ""
         super().__init__(err.errno, err.strerror or str(err))
 
+    @property
+    def remedy(self) -> str:
+        """What to do about it, by its cause."""
+        if self.errno == errno.EROFS:
+            return "the file system is read-only: remount it writable (or copy the run directory elsewhere)"
+        if self.errno in (errno.EACCES, errno.EPERM):
+            return "this user may not write there: fix the directory's permissions"
+        return "free some space"
+
     def __str__(self) -> str:
+        if self.errno in (errno.EROFS, errno.EACCES, errno.EPERM):      # not a matter of space
+            return f"could not write {self.path}: {self.strerror}{self.hint}"
         sizes = []
         if self.needed is not None:
             sizes.append(f"it needs about {human_bytes(self.needed)}")
@@ -65,6 +79,19 @@ class RecordWriteError(OSError):
             sizes.append(f"{human_bytes(self.free)} {'is' if self.needed is not None else 'are'} free there")
         sizes_text = f" ({' and '.join(sizes)})" if sizes else ""
         return f"could not write {self.path}: {self.strerror}{sizes_text}{self.hint}"
+
+
+class RunDirLost(RecordWriteError):
+    """The run directory was deleted or replaced while this process wrote it: nothing more is written there."""
+
+    def __init__(self, run_dir: str | os.PathLike, what: str):
+        self.what = what
+        super().__init__(Path(run_dir) / METRICS, OSError(errno.ENOENT, what))
+        self.run_dir = Path(run_dir)
+
+    def __str__(self) -> str:
+        return (f"{self.run_dir} {self.what} while this run was writing it; the run stopped and writes nothing more "
+                f"there — run the same command again to train it anew")
 
 
 def human_bytes(n: float) -> str:
@@ -156,11 +183,33 @@ class RunRecord:
         if writable:
             self.dir.mkdir(parents=True, exist_ok=True)
         self._metrics = None
+        self._claimed: tuple[int, int] | None = None
+
+    def claim(self) -> None:
+        """From now on every write first checks that the run directory is still the one it was now (`check`): a
+        run whose directory was deleted or replaced under it stops at its next write, never writing into a new
+        directory of the same name (which another process may have locked by then)."""
+        st = os.stat(self.dir)
+        self._claimed = (st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        """Raise `RunDirLost` when the claimed directory is gone or replaced, or metrics.jsonl was unlinked."""
+        if self._claimed is None or not self.writable:
+            return
+        try:
+            st = os.stat(self.dir)
+        except FileNotFoundError:
+            raise RunDirLost(self.dir, "was deleted") from None
+        if (st.st_dev, st.st_ino) != self._claimed:
+            raise RunDirLost(self.dir, "was replaced by another directory")
+        if self._metrics is not None and os.fstat(self._metrics.fileno()).st_nlink == 0:
+            raise RunDirLost(self.dir, "lost its metrics.jsonl (deleted)")
 
     # -- config ------------------------------------------------------------------------------------------------------
     def write_config(self, config: Mapping[str, Any]) -> None:
         if not self.writable:
             return
+        self.check()
         atomic_write_text(self.dir / CONFIG, yaml.safe_dump(dict(config), sort_keys=False))
 
     def read_config(self) -> dict:
@@ -176,7 +225,10 @@ class RunRecord:
         line = json.dumps({k: _plain(v) for k, v in metrics.items()}) + "\n"
         try:
             if self._metrics is None:
+                self.check()
                 self._metrics = open(self.dir / METRICS, "a", encoding="utf-8")
+            elif self._claimed is not None and os.fstat(self._metrics.fileno()).st_nlink == 0:
+                self.check()                # one fstat per line: an unlinked file means the directory went
             self._metrics.write(line)
             self._metrics.flush()
         except OSError as err:
@@ -185,6 +237,7 @@ class RunRecord:
 
     def sync(self) -> None:
         """fsync metrics.jsonl: called before a checkpoint, so no checkpoint is ever ahead of the metrics on disk."""
+        self.check()
         if self._metrics is not None:
             try:
                 os.fsync(self._metrics.fileno())
@@ -197,6 +250,7 @@ class RunRecord:
         path = self.dir / METRICS
         if not path.exists() or not self.writable:
             return 0
+        self.check()
         kept = [row for row in iter_metrics(path) if row["step"] <= step]
         atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
         return len(kept)
@@ -221,6 +275,7 @@ class RunRecord:
         summary = {k: v for k, v in summary.items() if v is not None}      # a field set to None is removed
         if not self.writable:
             return summary
+        self.check()
         atomic_write_text(self.dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         return summary
 

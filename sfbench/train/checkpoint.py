@@ -78,7 +78,7 @@ def _write_temp(obj: Any, path: Path) -> Path:
     tmp = path.with_name(f"{temp_name(path)}{os.getpid()}")
     writes = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True)     # checkpoints/; never the run directory, which must exist
         with open(tmp, "wb") as f:
             writes = _Writes(f)
             torch.save(obj, writes)
@@ -94,9 +94,10 @@ def _write_temp(obj: Any, path: Path) -> Path:
 
 
 def _remove(path: Path) -> None:
+    """Best effort: a temporary file that can't be removed (a read-only file system) goes at the next start."""
     try:
         path.unlink()
-    except FileNotFoundError:
+    except OSError:
         pass
 
 

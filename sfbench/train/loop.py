@@ -47,7 +47,7 @@ from ..optim.muon import parameters_for
 from ..tasks.base import ConfigError, Task
 from ..tracking import lock as run_lock
 from ..tracking.ownership import DifferentRun, check_run_dir, differences, digest, identity
-from ..tracking.run_record import RecordDamaged, RecordWriteError, RunRecord, remove_stale_temp_files
+from ..tracking.run_record import RecordDamaged, RecordWriteError, RunDirLost, RunRecord, remove_stale_temp_files
 from ..tracking.sinks import NullSink, Sink
 from . import distributed
 from .cadence import EvalCadence
@@ -314,6 +314,7 @@ class Trainer:
         floor = metric_floor(target, loss, self.task.summary().get("f_star"))   # the fit respects the metric's floor
         fit = fit_bound(loss, a, b, diverge_above=self.cfg.diverge_above, C_min=floor)
         out = {"target": target, **fit.to_dict()}
+        self.record.check()
         atomic_write_text(self.run_dir / "theory_fit.json", json.dumps(
             {**out, "bound": theory.kind, "steps": steps.tolist(), "observed": [v if math.isfinite(v) else None for v in loss.tolist()],
              "fitted": fit.to_dict(curve=True)["curve"]}, allow_nan=False, default=str) + "\n")
@@ -343,6 +344,8 @@ class Trainer:
         if not self.dist.is_main:       # data parallel: only rank 0 writes the record, checkpoints and to W&B
             self.record = RunRecord(self.run_dir, writable=False)
             self.sink = NullSink()
+        else:                           # a directory deleted or replaced under the run stops it at its next write
+            self.record.claim()
         previous_handlers = self._install_signal_handlers()     # a signal during setup is honoured after it
         try:
             return self._run(summary)
@@ -372,8 +375,10 @@ class Trainer:
             if self.dist_is_main:
                 print(f"\nsfbench: stopped at once (second Ctrl-C); the run resumes from {resume_at} — run the "
                       f"same command again", file=sys.stderr)
+        elif isinstance(err, RunDirLost):
+            status, fields = "failed", {"error": str(err)}      # not written: the directory is not the run's now
         elif isinstance(err, RecordWriteError):
-            err.hint = f"; free some space and run the same command again: it resumes from {resume_at}"
+            err.hint = f"; {err.remedy} and run the same command again: it resumes from {resume_at}"
             status, fields = "failed", {"steps_done": self._ckpt_step, "error": str(err)} if known else \
                 {"error": str(err)}
         else:
@@ -540,6 +545,7 @@ class Trainer:
         progress.close()
         steps_done = last.get("step", start) if status != "diverged" else last["step"] - 1
         if status == "completed" and self.dist.is_main:
+            self.record.check()
             with self._at_x(model, opt):       # the model at x, BatchNorm statistics recomputed there
                 atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")
         final = {k: v for k, v in last.items() if k != "step" and not k.startswith("time/")}
