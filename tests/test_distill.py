@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import TINY
@@ -180,3 +181,36 @@ def test_tasks_built_without_a_cache_dir_follow_sfbench_cache(tmp_path, monkeypa
             else:
                 monkeypatch.setenv("SFBENCH_CACHE", unset)
             assert make().cache_dir == Path("~/.cache/sfbench").expanduser()
+
+
+@pytest.mark.parametrize("damage", ["weights cut short", "info.json emptied", "killed save left behind"])
+def test_a_damaged_cached_teacher_is_trained_again(in_run_env, monkeypatch, capsys, damage):
+    """The cached teacher damaged (a copy cut short, info.json lost) is found by its saved digests and trained
+    again, to the same bytes; a save that was killed leaves a temporary folder that is cleared. Every later run is
+    the same run."""
+    monkeypatch.setenv("SFBENCH_CACHE", str(in_run_env / "cache"))
+    args = ["task=distill", *TINY, "trainer.steps=4", "trainer.eval_every=0", "trainer.ckpt_every=0"]
+    assert run_cli([*args, "hydra.run.dir=first"]) == 0
+    [teacher] = [p for p in (in_run_env / "cache" / "teachers").iterdir() if p.is_dir()]
+    saved = {p.name: p.read_bytes() for p in teacher.iterdir()}
+    weights = next(p for p in teacher.iterdir() if p.suffix == ".safetensors")
+    if damage == "weights cut short":
+        weights.write_bytes(saved[weights.name][: len(saved[weights.name]) // 2])
+    elif damage == "info.json emptied":
+        (teacher / "info.json").write_text("")
+    else:
+        stale = teacher.with_name(f".{teacher.name}.sfbench-tmp4242")
+        stale.mkdir()
+        (stale / weights.name).write_bytes(b"half")
+    capsys.readouterr()
+    assert run_cli([*args, "hydra.run.dir=second"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if damage == "killed save left behind":
+        assert "reusing the teacher" in err and not stale.exists()
+    else:
+        assert f"the teacher cached at {teacher} is damaged" in err and "training it again" in err
+    assert {p.name: p.read_bytes() for p in teacher.iterdir() if p.name != "info.json"} == \
+        {k: v for k, v in saved.items() if k != "info.json"}
+    assert metric_rows(in_run_env / "second") == metric_rows(in_run_env / "first")
+    assert not [p for p in teacher.parent.iterdir() if "tmp" in p.name]

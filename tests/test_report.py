@@ -871,3 +871,24 @@ def test_report_renders_in_chromium(sweep, tmp_path):
     _, colored_without = _colored_pixels(shot2)
     # the plots' coloured lines come from the PNGs: without them the page has (almost) none
     assert colored > 5000 and colored > 10 * (colored_without + 100), (colored, colored_without)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or sys.platform != "linux", reason="a read-only bind mount needs root")
+def test_a_sweep_on_a_read_only_file_system(tmp_path):
+    """Reading is fine, writing the report there is not: one line naming the path and the remedy (exit 1); with
+    --out elsewhere the report is written."""
+    root = tmp_path / "ro"
+    write_run(root / "a", schedule="constant", lr=0.1, seed=0)
+    if subprocess.run(["mount", "--bind", str(root), str(root)], capture_output=True).returncode != 0:
+        pytest.skip("mount --bind is not allowed here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(root)], check=True)
+        out = _cli(root, "--no-wandb")
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        [line] = out.stderr.strip().splitlines()
+        assert f"could not write {root / 'report'}: Read-only file system" in line and "--out" in line
+        elsewhere = _cli(root, "--no-wandb", "--out", tmp_path / "out")
+        assert elsewhere.returncode == 0, elsewhere.stderr
+        assert (tmp_path / "out" / "report.html").is_file()
+    finally:
+        subprocess.run(["umount", str(root)], check=True)

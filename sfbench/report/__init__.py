@@ -113,6 +113,8 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
         """One figure; one that can't be drawn is named in the warnings, and the report goes on without it."""
         try:
             p = make()
+        except OSError:                 # the output can't be written: the whole report can't (__main__ says so)
+            raise
         except Exception as e:          # noqa: BLE001 — the rest of the report stands; the reason is reported
             not_drawn.append(f"figure '{title}' not drawn ({type(e).__name__}: {' '.join(str(e).split())})")
             return

@@ -52,6 +52,11 @@ def main(argv=None) -> int:
     except ReportError as e:
         print(f"sfbench.report: {e}", file=sys.stderr)
         return 2
+    except OSError as e:                # a read-only file system, no permission, a full disk: where, and what to do
+        where = e.filename or (args.out or Path(args.dir) / "report")
+        print(f"sfbench.report: could not write {where}: {e.strerror or e}; pass --out with a directory you can "
+              f"write to", file=sys.stderr)
+        return 1
     out_dir = Path(args.out) if args.out else Path(args.dir) / "report"
     fitted = sum(1 for r in report["runs"] if r["fit"] and r["fit"]["method"] != "insufficient")
     with_theory = sum(1 for r in report["runs"] if r["bound"] and r["status"] != "diverged")

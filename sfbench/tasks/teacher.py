@@ -82,14 +82,68 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
                       Path(data.path).name)
     target = Path(cache_dir) / "teachers" / key
     with _locked(target.with_suffix(".lock")):
-        if not (target / "info.json").exists():
+        for stale in target.parent.glob(f".{key}.sfbench-tmp*"):   # a save that was killed (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        damaged = _damage(target) if target.exists() else None
+        if damaged:
+            print(f"sfbench: the teacher cached at {target} is damaged ({damaged}); training it again",
+                  file=sys.stderr)
+        if damaged or not target.exists():
             _train(config, data, vocab_size, block_size, target, seed, device)
         else:
             print(f"sfbench: reusing the teacher cached at {target}", file=sys.stderr)
-    model = model_class().from_pretrained(target)      # transformers' GPT-2, lean forward (gpt_model.py)
-    info = json.loads((target / "info.json").read_text())
+        model = model_class().from_pretrained(target)      # transformers' GPT-2, lean forward (gpt_model.py)
+        info = json.loads((target / INFO).read_text())
     info["path"] = str(target)
     return freeze(model.to(device)), info
+
+
+INFO = "info.json"
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a saved teacher but info.json (which holds these)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and p.name != INFO}
+
+
+def _damage(target: Path) -> str | None:
+    """What is wrong with a cached teacher (None: whole): info.json unreadable, or a file missing, added or changed
+    since it was saved — a copy cut short, a disk error."""
+    try:
+        info = json.loads((target / INFO).read_text())
+        kept = info["files"]
+        found = _digests(target)
+    except KeyError:
+        return f"{INFO} holds no digests of its files (saved by an earlier sfbench)"
+    except (OSError, ValueError, TypeError) as err:
+        return f"{INFO}: {type(err).__name__}"
+    changed = sorted(set(kept) ^ set(found) | {n for n in kept if found.get(n) != kept[n]})
+    return f"{', '.join(changed)} not as saved" if changed else None
+
+
+def _save(model, info: dict, target: Path) -> None:
+    """Save in transformers' layout under a temporary name only sfbench makes, fsync every file with info.json
+    (the files' digests) last, then put it in place with one rename; a crash at any point leaves either no teacher
+    or the old one, never a cut-short one that looks whole."""
+    tmp = target.with_name(f".{target.name}.sfbench-tmp{os.getpid()}")   # the run record's temporary form
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    (tmp / INFO).write_text(json.dumps(dict(info, files=_digests(tmp)), indent=2))
+    for path in [*tmp.iterdir(), tmp]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if target.exists():                 # a damaged teacher of sfbench's own cache (checked by _damage first)
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _train(config, data, vocab_size, block_size, target: Path, seed, device) -> None:
@@ -130,11 +184,6 @@ def _train(config, data, vocab_size, block_size, target: Path, seed, device) -> 
                   for x, y in eval_windows(data.val, batch_size, block_size, 8)]
     info = dict(key=target.name, config=dict(config), vocab_size=vocab_size, block_size=block_size, seed=seed,
                 val_loss=sum(losses) / len(losses), train_seconds=time.time() - start, tokens=Path(data.path).name)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    (tmp / "info.json").write_text(json.dumps(info, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    _save(model, info, target)
     print(f"sfbench: teacher trained in {info['train_seconds']:.0f} s, val loss {info['val_loss']:.3f}",
           file=sys.stderr)
