@@ -2,7 +2,7 @@
 # A one-node Slurm cluster on 127.0.0.1 for tests and benchmarks: slurm/local-cluster.sh start|stop|status
 #
 #   start   install slurmctld, slurmd, slurm-client and munge (Debian/Ubuntu, apt) if missing, write a minimal
-#           slurm.conf for this machine, start munged, slurmctld and slurmd, wait until the node is idle.
+#           slurm.conf for this machine, start munged, slurmctld and slurmd, wait until the node runs a job.
 #   stop    stop the three daemons (only the ones whose pid files this script wrote).
 #   status  sinfo + squeue, exit status 0 when the node is up.
 #
@@ -98,7 +98,8 @@ CONF
 
 pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-node_state() { sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -1 | tr -d '*~#!%$@^-'; }
+# the node's state as sinfo prints it: a trailing * (not responding), ~, #, ! … marks a node that can't run jobs yet
+node_state() { sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -1; }
 
 start_munge() {
   if pid_alive "$RUN/munged.pid"; then return; fi
@@ -135,17 +136,19 @@ start() {
 }
 
 wait_idle() {
+  # until the node responds and a one-second job runs on it (a node listed idle may not take jobs yet)
   local state=""
-  for i in $(seq 120); do
+  for i in $(seq 240); do
     state=$(node_state || true)
     case $state in
-      idle|mixed|allocated) return 0 ;;
+      idle|mixed|allocated)
+        if timeout 60 srun -N1 -n1 -t 1 -J local-cluster-check true >/dev/null 2>&1; then return 0; fi ;;
       drain*|down*|fail*) scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true ;;
     esac
     sleep 0.5
   done
   tail -20 "$LOG/slurmctld.log" "$LOG/slurmd.log" >&2 || true
-  die "node $NODE is not idle after 60 s (state: ${state:-none})"
+  die "node $NODE does not run a job after 120 s (state: ${state:-none})"
 }
 
 stop() {

@@ -76,10 +76,21 @@ def finish(proc: subprocess.Popen, timeout: float) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out = proc.communicate()[0]
+        cluster = _cluster_state()
         _cancel_all()
-        pytest.fail(f"the launcher did not finish in {timeout} s:\n{out[-4000:]}")
+        pytest.fail(f"the launcher did not finish in {timeout} s:\n{out[-4000:]}\n{cluster}")
     assert proc.returncode == 0, out[-4000:]
     return out
+
+
+def _cluster_state() -> str:
+    """What the cluster says about its node and jobs, and its controller's last log lines (for a failure message)."""
+    parts = []
+    for cmd in (["scontrol", "show", "node"], ["squeue", "-o", "%i %T %r %C %l %L"],
+                ["tail", "-30", "/var/log/slurm-local/slurmctld.log"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        parts.append(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    return "\n".join(parts)
 
 
 def _cancel_all() -> None:
@@ -151,12 +162,15 @@ def test_four_run_sweep_is_one_job_array_and_a_relaunch_submits_nothing(slurm_cl
 # -- requeue without loss --------------------------------------------------------------------------------------------
 
 @on_slurm
-def test_usr2_checkpoints_requeues_and_ends_equal_to_an_uninterrupted_run(slurm_cluster, tmp_path, sfbench_env):
+@pytest.mark.parametrize("limit", [30, 5])
+def test_usr2_checkpoints_requeues_and_ends_equal_to_an_uninterrupted_run(slurm_cluster, tmp_path, sfbench_env,
+                                                                         limit):
     """`scancel --signal=USR2 JOB` signals the job's steps — the srun'd Python — as Slurm does on a preemption
-    warning (--batch would signal the batch shell instead, which dies of it)."""
+    warning (--batch would signal the batch shell instead, which dies of it). Far from the time limit it is a
+    preemption, also with a limit of 10 minutes or less (where submitit alone calls every signal a time-out)."""
     env = subprocess_env(sfbench_env)
     args = [*SLURM, *LOGREG, "trainer.steps=16000", "trainer.log_every=50", "trainer.eval_every=4000",
-            "trainer.ckpt_every=0"]
+            "trainer.ckpt_every=0", f"hydra.launcher.timeout_min={limit}"]
     reference = launch([*args, f"hydra.sweep.dir={tmp_path / 'ref'}"], tmp_path, env)
     cut = launch([*args, f"hydra.sweep.dir={tmp_path / 'cut'}"], tmp_path, env)
     def metrics():
@@ -173,6 +187,7 @@ def test_usr2_checkpoints_requeues_and_ends_equal_to_an_uninterrupted_run(slurm_
     assert summary["resumes"] == 1
     logs = job_logs(tmp_path / "cut")
     assert "SIGUSR2 received; checkpointed at step" in logs and "Requeued job" in logs and "resuming" in logs
+    assert "this job is preempted" in logs and "this job is timed-out" not in logs
     assert metric_rows(run_dir) == metric_rows(only_run(tmp_path / "ref"))
 
 
@@ -197,6 +212,59 @@ def test_time_limit_warning_requeues_and_ends_equal_to_an_uninterrupted_run(slur
     assert "this job is timed-out" in logs and "Requeued job" in logs
     assert summary["resumes"] >= 1 and summary["resumes"] == logs.count("sfbench: resuming")
     assert metric_rows(run_dir) == metric_rows(only_run(tmp_path / "ref"))
+
+
+@on_slurm
+def test_a_signal_burst_during_setup_of_a_data_parallel_job_requeues_it_once(slurm_cluster, tmp_path, sfbench_env):
+    """Two tasks (tasks_per_node=2, gloo on CPU) and a burst of SIGUSR2 while they start: no rank re-enters submitit's
+    handler, none waits for the time limit, the job is requeued, resumes and completes; no temporary file stays."""
+    env = subprocess_env(sfbench_env)
+    args = ["-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.tasks_per_node=2",
+            "hydra.launcher.timeout_min=30", *LOGREG, "trainer.steps=2000", "trainer.log_every=100",
+            "trainer.eval_every=1000", "trainer.ckpt_every=0", f"hydra.sweep.dir={tmp_path / 'burst'}"]
+    started = time.monotonic()
+    launcher = launch(args, tmp_path, env)
+    wait_for(lambda: list((tmp_path / "burst").rglob("slurm.json")), 120, "the job's submission")
+    job = job_id(next((tmp_path / "burst").rglob("slurm.json")).parent)
+
+    def state() -> str:
+        return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+    wait_for(lambda: state() == "RUNNING", 120, "the job to start")
+    # a signal before Python has a handler kills a task (Slurm's --signal is sent long after start-up): the burst
+    # comes once both tasks' Pythons catch SIGUSR2, while they set up
+    wait_for(lambda: len(_catching(signal.SIGUSR2, str(tmp_path / "burst"))) == 2, 120, "both tasks' handlers")
+    run_dirs = list((tmp_path / "burst").rglob("metrics.jsonl"))
+    for _ in range(6):
+        subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, timeout=60)
+        time.sleep(0.1)
+    finish(launcher, timeout=400)
+    assert time.monotonic() - started < 400
+    run_dir = only_run(tmp_path / "burst")
+    summary = read_summary(run_dir)
+    assert summary["status"] == "completed" and summary["steps_done"] == 2000 and summary["world_size"] == 2
+    assert summary["resumes"] >= (0 if run_dirs else 1)
+    logs = job_logs(tmp_path / "burst")
+    assert "A temporary saved file already exists" not in logs and "Traceback" not in logs, logs[-4000:]
+    assert "Requeued job" in logs
+    assert [r["step"] for r in metric_rows(run_dir)] == list(range(100, 2001, 100))
+    assert not [p for p in (tmp_path / "burst").rglob("*") if p.name.endswith("save_tmp") or ".sfbench-tmp" in p.name]
+
+
+def _catching(sig: int, marker: str) -> list[int]:
+    """The pids of submitit job processes (their folder under `marker`) that have a handler for `sig` installed."""
+    pids = []
+    for pid in subprocess.run(["pgrep", "-f", "submitit.core._submit"], capture_output=True,
+                              text=True).stdout.split():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        if marker in cmdline and caught >> (sig - 1) & 1:
+            pids.append(int(pid))
+    return pids
 
 
 # -- jobs Slurm can never start ---------------------------------------------------------------------------------------
@@ -317,3 +385,56 @@ def test_slurm_launcher_config_is_accepted_and_overridable(in_run_env, capsys, e
             assert "- module load cuda" in out
         else:
             assert f"    {key}: {value}\n" in out, out
+
+
+def test_time_left_as_squeue_prints_it():
+    from sfbench.cli.requeue import at_time_limit, parse_time_left
+
+    assert parse_time_left("1-02:03:04") == ((24 + 2) * 60 + 3) * 60 + 4
+    assert parse_time_left("02:03:04") == (2 * 60 + 3) * 60 + 4
+    assert parse_time_left("3:04") == 3 * 60 + 4
+    assert parse_time_left(" 0:00 ") == 0
+    for text in ("UNLIMITED", "NOT_SET", "INVALID", "", "5"):
+        assert parse_time_left(text) is None
+    assert at_time_limit(120, 150) is True and at_time_limit(120, 200) is False and at_time_limit(120, None) is None
+
+
+BURST = r"""
+import os, signal, sys, time
+from sfbench.cli.requeue import stop_signals
+
+class Submitit:                       # the shape of submitit's SignalHandler: a bound method, has_timed_out
+    calls = 0
+    def has_timed_out(self):
+        return True
+    def checkpoint_and_try_requeue(self, signum, frame):
+        Submitit.calls += 1
+        for _ in range(3):            # a burst while it pickles the job
+            os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.2)
+        print("handled", Submitit.calls, flush=True)
+
+handler = Submitit()
+signal.signal(signal.SIGUSR2, handler.checkpoint_and_try_requeue)
+stops = stop_signals()
+for _ in range(5):                     # a burst before the trainer exists
+    os.kill(os.getpid(), signal.SIGUSR2)
+asked = []
+stops.forward_to(asked.append)
+print("forwarded", asked, flush=True)
+stops.hand_on(signal.SIGUSR2, 120)
+os.kill(os.getpid(), signal.SIGUSR2)
+time.sleep(0.2)
+print("calls", Submitit.calls, flush=True)
+"""
+
+
+def test_a_signal_burst_reaches_the_handler_from_before_once(tmp_path):
+    """Stop signals from the job's start are kept for the trainer (the first one passed on as it takes them); the
+    handler from before — submitit's in a job — is called once, never re-entered by a burst, even during its own run."""
+    env = dict(os.environ)
+    env.pop("SLURM_JOB_ID", None)
+    out = subprocess.run([sys.executable, "-c", BURST], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:3] == [f"forwarded [{int(signal.SIGUSR2)}]", "handled 1", "calls 1"], out.stdout
+

@@ -115,6 +115,14 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             returns[pos] = result
         return returns
 
+    def __call__(self, *args, **kwargs):
+        """The job's entry (in the Slurm job): stop signals are taken from here on (sfbench.cli.requeue), so a burst
+        during start-up never reaches submitit's handler twice."""
+        from sfbench.cli.requeue import stop_signals
+
+        stop_signals()
+        return super().__call__(*args, **kwargs)
+
     def _executor(self):
         """The plugin's executor set-up (BaseSubmititLauncher.launch), unchanged."""
         import submitit

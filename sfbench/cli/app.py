@@ -4,10 +4,10 @@ Bad input stops before any training with one message naming the key, the value a
 and no run directory left behind (DESIGN.md "Errors"; `validate.py`). Sweeps (`-m`) go to a directory named by the
 sweep command (`sweep.py`), so relaunching a sweep that was cut off trains only its unfinished runs.
 `hydra/launcher=slurm` submits one job array per sweep through submitit (the Hydra plugin
-`hydra_plugins/sfbench_launcher`); a job warned of its time limit or preempted (SIGUSR2) checkpoints, is requeued by
-submitit and resumes from its run directory (`run`, slurm/README.md).
+`hydra_plugins/sfbench_launcher`); a job warned of its time limit or preempted (SIGUSR1/2) checkpoints, is requeued by
+submitit and resumes from its run directory (`requeue.py`, slurm/README.md).
 
-Faults (issue 13): the run directory's lock is taken (rank 0) before its config is compared with the one asked for,
+Faults: the run directory's lock is taken (rank 0) before its config is compared with the one asked for,
 so a second process on a live run is refused (exit 2, naming the holder) before it writes anything; a damaged record
 (`RecordDamaged`) is exit 2 with the file and the remedy; a failed write (a full disk) is exit 1 with one line; Ctrl-C
 stops like SIGTERM (exit 0), a second one at once (exit 130); a key that is no setting gets the closest ones.
@@ -16,11 +16,11 @@ stops like SIGTERM (exit 0), a second one at once (exit 130); a key that is no s
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
 from .outcome import print_run, print_sweep, sweep_dir_of
+from .requeue import stop_signals
 from .sweep import register_resolvers, sweep_dir, sweep_value
 from .validate import (EXIT_BAD_INPUT, GROUPS, check_group_choices, composition_error, config_dir, validate,
                        validate_sweep)
@@ -45,14 +45,22 @@ def _fail(message: str, run_dir: Path | None = None) -> None:
 
 
 def run(cfg) -> float | None:
-    """The Hydra task function: one run."""
+    """The Hydra task function: one run. SIGTERM/USR1/USR2 are taken from its start to its end (requeue.py)."""
     global _task_started
+    _task_started = True
+    stops = stop_signals()
+    try:
+        return _run(cfg)
+    finally:
+        stops.close()
+
+
+def _run(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from ..tasks.base import ConfigError
 
-    _task_started = True
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:
@@ -103,6 +111,8 @@ def _release_lock() -> None:
 
 
 def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
+    from omegaconf import OmegaConf
+
     from ..tasks.base import ConfigError
     from ..tracking.run_record import RecordDamaged, RecordWriteError
     from ..train import Trainer, TrainerConfig
@@ -112,9 +122,13 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
         check_same_run(run_dir, resolved)   # the run there, if any, must be this configuration's (ownership.py)
     except RecordDamaged as err:
         _fail(str(err))
+    stops = stop_signals()
     if "pep" in parts:                  # a PEP job (configs/experiment/sfn_pep.yaml): sfbench.pep, not the trainer
         from .pep_job import run_pep
 
+        stops.release()                 # signals do what they did before (submitit requeues a PEP job as it is)
+        if stops.first is not None:
+            os.kill(os.getpid(), stops.first)
         return run_pep(cfg, run_dir, resolved)
     if cfg.group:
         group = cfg.group
@@ -126,6 +140,7 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
     schedule = parts["schedule"]
     trainer = Trainer(trainer_cfg, parts["task"], parts["make_optimizer"], schedule.lr_scheduler, run_dir,
                       resolved, sink=parts["sink"], run_name=run_dir.name, group=group)
+    stops.forward_to(trainer.request_stop)
     try:
         summary = trainer.run()
     except ConfigError as err:          # found while loading data or the teacher
@@ -140,34 +155,13 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
     if summary and summary.get("status") == "preempted":
         if getattr(trainer, "stopped_at_once", False):       # a second Ctrl-C
             sys.exit(EXIT_INTERRUPTED)
-        # The run is checkpointed. Give the signal to the handler the Trainer borrowed it from: under submitit
-        # (hydra/launcher=slurm) that one requeues the job and exits, and the requeued job resumes from run_dir
-        # (and takes the lock this process lets go of first).
+        # The run is checkpointed: the signal goes to the handler from before the Trainer's — submitit's in a
+        # Slurm job, which requeues it; the requeued job resumes from run_dir (and takes the lock released first).
         _release_lock()
-        _hand_on_signal(getattr(trainer, "stop_signal", None) or getattr(trainer, "_stop_signal", None))
+        stops.hand_on(trainer.stop_signal, float(OmegaConf.select(hc, "launcher.signal_delay_s", default=120)))
         # Otherwise (and after Ctrl-C): don't start the sweep's next job (local launcher); exit cleanly.
         sys.exit(0)
     return sweep_value(summary)
-
-
-def _hand_on_signal(signum: int | None) -> None:
-    """Pass a stop signal the Trainer acted on to the handler that was installed before it (the Trainer restores
-    its predecessors when it returns).
-
-    Requeue without loss (slurm/README.md): submitit installs its own SIGUSR2 handler in every job; on a time-limit
-    warning (`--signal=USR2@signal_delay_s`) or a preemption signal it re-pickles the job (the launcher's
-    `checkpoint`), runs `scontrol requeue` and exits. submitit's checkpoint holds no training state, so the Trainer
-    takes the signal first: it finishes the step and writes RUN/checkpoints/last.pt; only then does the job reach
-    submitit's handler, here, and the requeued job resumes from the run directory bit-exactly. We use submitit's
-    mechanism rather than a `trap … scontrol requeue` of our own because the Hydra launcher already waits on
-    submitit's result files and counts time-outs (`max_num_timeout`), so a requeued job stays the same sweep job.
-    Under the local launcher the handlers are the defaults (not callables) and nothing happens.
-    """
-    if signum is None or signum == signal.SIGINT:      # Ctrl-C: Python's own handler would only raise
-        return
-    handler = signal.getsignal(signum)
-    if callable(handler):
-        handler(signum, None)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -126,6 +126,12 @@ class Trainer:
         """The signal that stopped the run (SIGTERM / SIGUSR1 / SIGUSR2), if one did: the CLI hands it on to submitit."""
         return self._stop_signal
 
+    def request_stop(self, signum: int) -> None:
+        """Stop after the current step with a checkpoint, as on SIGTERM: for a signal that came before this Trainer's
+        handlers were installed (the CLI takes them from the job's start: sfbench.cli.requeue)."""
+        if self._stop_signal is None:
+            self._stop_signal = signum
+
     def _install_signal_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
             return {}
