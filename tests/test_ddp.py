@@ -133,3 +133,104 @@ def test_signal_to_one_rank_stops_both_and_the_run_resumes(tmp_path, sfbench_env
     full = launch(tmp_path, "full", ["opt=sf_polyak", "trainer.steps=3000", "trainer.eval_every=0",
                                      "trainer.ckpt_every=0"], 2, env)
     assert [r["train/loss"] for r in rows(tmp_path / "cut")] == [r["train/loss"] for r in rows(full)]
+
+
+# -- a rank that stalls or is gone ------------------------------------------------------------------------------------
+
+def _start_ranks(tmp_path, env, extra):
+    """Two ranks started by hand (as srun starts a job's tasks: no torchrun agent to stop the others), each with its
+    own stderr."""
+    import socket
+
+    with socket.socket() as s:       # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        rank_env = {**env, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "sfbench", *extra], env=rank_env, cwd=tmp_path,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def _wait_lines(path, n, timeout=120):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and (not path.exists() or len(path.read_text().splitlines()) < n):
+        time.sleep(0.1)
+    assert path.exists() and len(path.read_text().splitlines()) >= n, f"{path}: fewer than {n} lines"
+
+
+DIST_FAULT = ["task=logreg", "task.batch_size=32", "opt=sf_adamw", "logger=none", "trainer.steps=2000",
+              "trainer.eval_every=0", "trainer.ckpt_every=100", "trainer.dist_timeout=0.1"]
+
+
+def test_a_stalled_rank_is_named_within_the_timeout_and_a_pending_sigterm_is_serviced(tmp_path, sfbench_env):
+    """SIGSTOP on rank 1, then SIGTERM to rank 0, which is blocked in the step's all-reduce: with
+    trainer.dist_timeout=0.1 (6 s) rank 0 stops within seconds — not gloo's 30 minutes — with one line naming rank 1
+    and the signal, exit 1, the summary `failed` (not `running`); the same command then resumes and completes."""
+    import os
+    import signal
+    import time
+
+    from conftest import subprocess_env
+
+    env = subprocess_env(sfbench_env)
+    run = [*DIST_FAULT, f"hydra.run.dir={tmp_path / 'run'}"]
+    rank0, rank1 = _start_ranks(tmp_path, env, run)
+    try:
+        _wait_lines(tmp_path / "run" / "metrics.jsonl", 300)
+        os.kill(rank1.pid, signal.SIGSTOP)
+        time.sleep(0.5)
+        os.kill(rank0.pid, signal.SIGTERM)
+        started = time.monotonic()
+        _, err = rank0.communicate(timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(rank1.pid, signal.SIGKILL)
+        rank1.communicate()
+    assert rank0.returncode == 1, err[-3000:]
+    assert waited < 6 + 6 + 20, waited            # the all-reduce's timeout, the barrier's, start-up slack
+    lines = [line for line in err.splitlines() if line.startswith("sfbench: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert "rank(s) 1 of 2 did not answer within trainer.dist_timeout=0.1 min" in lines[0]
+    assert "SIGTERM came while it waited" in lines[0] and "run the same command again" in lines[0]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "did not answer" in summary["error"]
+    again = [p.communicate(timeout=300) for p in _start_ranks(tmp_path, env, [*run, "trainer.dist_timeout=5"])]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps_done"] == 2000 and summary["resumes"] == 1, \
+        again[0][1][-3000:]
+
+
+@pytest.mark.parametrize("lost", [1, 0])
+def test_a_rank_whose_peer_is_killed_exits_non_zero_within_the_timeout(tmp_path, sfbench_env, lost):
+    """SIGKILL on one rank (rank 0 holds the rendezvous store too): the other one stops within the timeout with one
+    line saying a rank is gone, exit 1, instead of waiting."""
+    import os
+    import signal
+    import time
+
+    from conftest import subprocess_env
+
+    env = subprocess_env(sfbench_env)
+    procs = _start_ranks(tmp_path, env, [*DIST_FAULT, f"hydra.run.dir={tmp_path / 'run'}"])
+    survivor = procs[1 - lost]
+    try:
+        _wait_lines(tmp_path / "run" / "metrics.jsonl", 300)
+        os.kill(procs[lost].pid, signal.SIGKILL)
+        started = time.monotonic()
+        _, err = survivor.communicate(timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert survivor.returncode == 1, err[-3000:]
+    assert waited < 6 + 6 + 20, waited
+    lines = [line for line in err.splitlines() if line.startswith("sfbench: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert f"rank {lost} of 2 is gone during step " in lines[0] and "Connection " in lines[0], lines[0]

@@ -16,6 +16,7 @@ stops like SIGTERM (exit 0), a second one at once (exit 130); a key that is no s
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -116,6 +117,7 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
     from ..tasks.base import ConfigError
     from ..tracking.run_record import RecordDamaged, RecordWriteError
     from ..train import Trainer, TrainerConfig
+    from ..train.distributed import PeerLost
 
     from ..tracking.ownership import check_same_run
     try:
@@ -149,6 +151,11 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
         _fail(str(err))
     except RecordWriteError as err:     # a full disk: the summary says failed (when it could be written)
         print(f"sfbench: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    except PeerLost as err:             # data parallel: a rank stalled or is gone (the summary says failed)
+        pending = f"; {signal.Signals(trainer.stop_signal).name} came while it waited" if trainer.stop_signal else ""
+        print(f"sfbench: error: {err}{pending}; the run resumes from its last checkpoint — run the same command "
+              f"again", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     if int(os.environ.get("RANK", "0")) == 0:    # the result, its status and where it is (outcome.py)
         print_run(summary, run_dir)

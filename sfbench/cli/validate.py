@@ -129,6 +129,7 @@ def _validate(cfg) -> dict[str, Any]:
     if not isinstance(t.theory, bool):
         raise ConfigError(f"trainer.theory={t.theory!r} is not allowed; use true (log [C1]/[C3] bounds) or false")
     check_number("trainer.log_every_s", t.log_every_s, 0)
+    check_number("trainer.dist_timeout", t.get("dist_timeout", 10.0), 0, lo_open=True, hi_open=True)
     if t.precision not in ("fp32", "bf16"):
         raise ConfigError(f"trainer.precision={t.precision!r} is not allowed; choose one of 'fp32', 'bf16'")
     if not isinstance(t.compile, bool):

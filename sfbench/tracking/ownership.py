@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from .run_record import CONFIG, METRICS, SUMMARY, TEMP_MARK, RecordDamaged, flatten, read_config, read_summary
 
-VOLATILE = ("trainer.device", "trainer.log_every_s", "trainer.on_gap", "trainer.eval_every", "trainer.eval_share",
+VOLATILE = ("trainer.device", "trainer.dist_timeout", "trainer.log_every_s", "trainer.on_gap", "trainer.eval_every", "trainer.eval_share",
             "logger.", "choices.logger", "paths.")
 #: what sfbench may leave in a run directory besides its record: the lock, its temporary files, the Slurm launcher's
 #: job record, W&B's offline folder and id

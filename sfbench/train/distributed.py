@@ -20,6 +20,11 @@ The trainer stays one loop; what changes with N > 1 processes (DESIGN.md "One st
   step, so every rank takes the same step size, diverges or stops at the same step.
 - **Stopping**: the stop flag is sampled before backward, so a signal that lands after that step's all-reduce is
   acted on at the end of the next step — budget two steps (plus an evaluation) in `signal_delay_s`.
+- **A rank that stalls or is gone** (`trainer.dist_timeout`, minutes): every collective waits at most that long; then
+  each rank asks the others to answer on a second gloo group (`dist.monitored_barrier`, the library's way to find the
+  missing rank), and the run stops with `PeerLost` naming the rank that did not answer (or saying the connection to a
+  rank closed), exit 1; a signal that came while it waited is serviced then. The last checkpoint stays, and the same
+  command resumes from it.
 - **Evaluation** runs on every rank (the SF `eval()`/`train()` swaps are not exact floating-point round trips, so
   all ranks must do them together to keep identical parameters); only rank 0 writes the run record, checkpoints,
   `model.pt` and to W&B.
@@ -28,7 +33,10 @@ The trainer stays one loop; what changes with N > 1 processes (DESIGN.md "One st
 from __future__ import annotations
 
 import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -43,6 +51,9 @@ class DistInfo:
     world: int = 1
     local_rank: int = 0
     initialized_here: bool = False
+    timeout_min: float = 10.0
+    watch: Any = None           # a gloo group of all ranks, only for finding one that does not answer
+
 
     @property
     def active(self) -> bool:
@@ -72,8 +83,13 @@ def env_rank() -> int:
     return 0
 
 
-def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
-    """Join the process group the environment describes (if any); returns it and this rank's device."""
+class PeerLost(RuntimeError):
+    """A collective did not complete within `trainer.dist_timeout`, or a rank's connection closed."""
+
+
+def setup(device: torch.device, timeout_min: float = 10.0) -> tuple[DistInfo, torch.device]:
+    """Join the process group the environment describes (if any), collectives waiting at most `timeout_min` minutes
+    for a rank; returns it and this rank's device."""
     if "WORLD_SIZE" not in os.environ and _slurm_tasks() > 1:
         import submitit
 
@@ -86,10 +102,46 @@ def setup(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     initialized_here = False
+    timeout = timedelta(minutes=timeout_min)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
         initialized_here = True
-    return DistInfo(rank, world, local_rank, initialized_here), device
+    watch = dist.new_group(backend="gloo", timeout=timeout)
+    return DistInfo(rank, world, local_rank, initialized_here, timeout_min, watch), device
+
+
+@contextmanager
+def collective(info: DistInfo, what: str):
+    """Run collectives; one that fails (a rank did not answer within the timeout, or is gone) raises `PeerLost`
+    naming the rank, found with a monitored barrier on the watch group (the failed group's connections are closed)."""
+    try:
+        yield
+    except RuntimeError as err:
+        raise PeerLost(_who_is_missing(info, what, err)) from None
+
+
+def _who_is_missing(info: DistInfo, what: str, err: RuntimeError) -> str:
+    limit = f"trainer.dist_timeout={info.timeout_min:g} min"
+    try:
+        dist.monitored_barrier(group=info.watch, timeout=timedelta(seconds=min(60.0, info.timeout_min * 60)),
+                               wait_all_ranks=True)
+    except RuntimeError as barrier:
+        found = re.search(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(barrier))
+        if found:
+            return (f"rank(s) {found.group(1).strip()} of {info.world} did not answer within {limit} during {what} "
+                    f"(stopped, hung or far slower than the others)")
+        if "from rank 0" in str(barrier) or "Connection" not in str(barrier) and info.rank != 0:
+            return f"rank 0 of {info.world} did not answer within {limit} during {what}"
+        who = f"rank {1 - info.rank} of 2" if info.world == 2 else f"a rank of {info.world}"
+        return f"{who} is gone during {what} ({_reason(err)})"
+    return f"{what} took longer than {limit}, though every rank answers: raise trainer.dist_timeout ({_reason(err)})"
+
+
+def _reason(err: BaseException) -> str:
+    """The gist of a backend's error ("Connection reset by peer", "Timed out waiting 6000ms for recv …")."""
+    text = " ".join(str(err).split())
+    found = re.search(r"(Connection [^.]*|Timed out [^.]*)", text)
+    return found.group(1) if found else (text[:160] or type(err).__name__)
 
 
 def teardown(info: DistInfo) -> None:
@@ -127,7 +179,7 @@ def split_rows(batch: Any, part: int, parts: int, who: str = "micro-batches") ->
 
 
 def reduce_step(info: DistInfo, loss: torch.Tensor, lower_bound: Any, stop: bool,
-                device: torch.device) -> tuple[float, float | None, bool]:
+                device: torch.device, step: int = 0) -> tuple[float, float | None, bool]:
     """One all-reduce per step: the mean loss, the mean ℓ* (None if the task gives none) and whether any rank was
     asked to stop."""
     if not info.active:
@@ -135,7 +187,8 @@ def reduce_step(info: DistInfo, loss: torch.Tensor, lower_bound: Any, stop: bool
         return loss.item(), lb, stop
     values = torch.tensor([float(loss.detach()), 0.0 if lower_bound is None else float(lower_bound), float(stop)],
                           dtype=torch.float64, device=device)
-    dist.all_reduce(values)
+    with collective(info, f"step {step}'s all-reduce of the loss"):
+        dist.all_reduce(values)
     mean_loss, mean_lb, stops = values.tolist()
     return mean_loss / info.world, None if lower_bound is None else mean_lb / info.world, stops > 0
 
@@ -144,7 +197,7 @@ def broadcast_parameters(info: DistInfo, model: torch.nn.Module) -> None:
     """Rank 0's initial parameters and buffers everywhere (they are seeded alike already; this makes it certain)."""
     if not info.active:
         return
-    with torch.no_grad():
+    with torch.no_grad(), collective(info, "the broadcast of the initial parameters"):
         for t in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(t.data, src=0)
 
@@ -155,7 +208,8 @@ def agree(info: DistInfo, value: int, what: str, device: torch.device) -> int:
     if not info.active:
         return value
     t = torch.tensor([value, -value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    with collective(info, f"the agreement on {what}"):
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
     if t[0].item() != value or -t[1].item() != value:
         raise RuntimeError(f"the {info.world} processes disagree on {what} (this rank: {value}, range "
                            f"{-t[1].item():g}…{t[0].item():g}); is the run directory on a file system all nodes see "
@@ -163,7 +217,7 @@ def agree(info: DistInfo, value: int, what: str, device: torch.device) -> int:
     return value
 
 
-def average_gradients(info: DistInfo, params: list[torch.Tensor]) -> None:
+def average_gradients(info: DistInfo, params: list[torch.Tensor], step: int = 0) -> None:
     """Replace each gradient by its mean over the ranks: one all-reduce per dtype over a flat copy.
 
     A parameter without a gradient on every rank keeps `grad = None` (the SF optimizers then leave it and its state
@@ -172,7 +226,8 @@ def average_gradients(info: DistInfo, params: list[torch.Tensor]) -> None:
         return
     device = params[0].device if params else torch.device("cpu")
     has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-    dist.all_reduce(has)
+    with collective(info, f"step {step}'s gradient all-reduce"):
+        dist.all_reduce(has)
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
     for p, n in zip(params, has.tolist()):
         if n == 0:
@@ -182,7 +237,8 @@ def average_gradients(info: DistInfo, params: list[torch.Tensor]) -> None:
         by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
     for grads in by_dtype.values():
         flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
+        with collective(info, f"step {step}'s gradient all-reduce"):
+            dist.all_reduce(flat)
         flat.div_(info.world)
         offset = 0
         for g in grads:

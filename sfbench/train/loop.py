@@ -75,6 +75,7 @@ class TrainerConfig:
     bn_recompute_batches: int = 50   # RLS README's recommendation
     diverge_above: float | None = 100.0   # diverged: loss > this × the first step's loss (or non-finite)
     on_gap: str = "stop"             # metrics.jsonl lacks steps a checkpoint covers: stop | record | restart (resume.py)
+    dist_timeout: float = 10.0       # data parallel: minutes a collective waits for a rank (distributed.py)
     seed: int = 0
 
 
@@ -346,7 +347,7 @@ class Trainer:
                   f"(delete the directory or pick another hydra.run.dir to train again)", file=sys.stderr)
             return summary
         self.device = resolve_device(cfg.device)
-        self.dist, self.device = distributed.setup(self.device)
+        self.dist, self.device = distributed.setup(self.device, cfg.dist_timeout)
         if not self.dist.is_main:       # data parallel: only rank 0 writes the record, checkpoints and to W&B
             self.record = RunRecord(self.run_dir, writable=False)
             self.sink = NullSink()
@@ -480,7 +481,7 @@ class Trainer:
                 loss, lower_bound = self._forward_backward(forward, batch)
                 # one all-reduce with N processes: the mean loss and ℓ*, and whether any rank was asked to stop
                 loss_value, lower_bound, stop_now = distributed.reduce_step(
-                    self.dist, loss, lower_bound, self._stop_signal is not None, self.device)
+                    self.dist, loss, lower_bound, self._stop_signal is not None, self.device, step)
                 if first_loss is None:
                     first_loss = abs(loss_value) if math.isfinite(loss_value) else None
                 if self._diverged(loss_value, first_loss):
@@ -490,7 +491,7 @@ class Trainer:
                     self.sink.log(last)
                     print(f"sfbench: loss {loss_value:.4g} at step {step}: the run diverged", file=sys.stderr)
                     break
-                distributed.average_gradients(self.dist, params)
+                distributed.average_gradients(self.dist, params, step)
                 grads = [p.grad for p in params if p.grad is not None]
                 if cfg.grad_clip:
                     norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
