@@ -1,16 +1,23 @@
 #!/usr/bin/env python
-"""Fault injection for the run record (issue 13): SIGKILL training runs at chosen and random moments, re-run each,
+"""Fault injection for the run record: SIGKILL training runs at chosen and random moments, re-run each,
 and check that the record ends identical to an uninterrupted run's.
 
-    python scripts/fault_inject.py [--kills 20] [--seed 0] [--steps 400] [--spawn] [--workdir DIR] [--keep]
+    python scripts/fault_inject.py [--task logreg|gpt] [--kills 20] [--seed 0] [--steps N] [--spawn] [--workdir DIR]
+                                   [--keep]
+
+The task (`--task`, see TASKS): `logreg` (the default; 200 steps, evaluations every steps/4), or `gpt`, a one-layer
+GPT with dropout on the shakespeare text (160 steps) with the default evaluation cadence (`trainer.eval_every=auto`,
+whose interval the reference line reports; at 160 steps it is not a divisor of the checkpoint interval, so a re-run
+resumes between evaluations); either way 8 checkpoints a run, every steps/8 steps.
 
 First one uninterrupted run (the reference). Then trials: a run of the same command in its own directory is killed
 with SIGKILL — and, in some trials, killed again while it resumes — and finally re-run to the end. The moments:
 
-- `checkpoint-write`: as the temporary file of the k-th checkpoint appears (inotify), so the kill lands during
+- `checkpoint-write`: as the temporary file of the k-th checkpoint appears (inotify; sfbench's temporary names,
+  `.<file>.sfbench-tmp…`, come from `sfbench.tracking.run_record.temp_name`), so the kill lands during
   torch.save / fsync; a temporary file left behind proves it did (counted);
 - `after-last-checkpoint`: as the final checkpoint is renamed into place — before model.pt and the `completed`
-  summary (the window of issue 13's item 3);
+  summary;
 - `model-write`, `after-model`, `fit-write`: while model.pt is written, right after it, while theory_fit.json is;
 - `random`: at a uniformly random time within the reference run's duration;
 - `resuming`: a re-run killed 0.05–1.5 s after it starts (loading, truncating, the first steps).
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import importlib
 import json
 import os
 import random
@@ -43,9 +51,20 @@ import time
 import traceback
 from pathlib import Path
 
+from sfbench.tracking.run_record import is_temp_file, temp_name
+
 IN_CREATE, IN_MOVED_TO = 0x100, 0x80
-ARGS = ["task=logreg", "logger=none", "trainer.log_every_s=1e9"]
-CHECKPOINTS = 8             # per run: every steps/8 steps (and evaluations every steps/4)
+CHECKPOINTS = 8             # per run: every steps/8 steps
+#: per task: the CLI's arguments, the default steps, whether evaluations come every steps/4 (else the default
+#: cadence, trainer.eval_every=auto), and the modules a forked run would otherwise import each time
+TASKS = {
+    "logreg": {"args": ["task=logreg", "logger=none", "trainer.log_every_s=1e9"], "steps": 200, "eval_every": True,
+               "imports": []},
+    "gpt": {"args": ["task=gpt", "logger=none", "trainer.log_every_s=1e9", "task.data.block_size=32",
+                     "task.data.batch_size=8", "task.eval_batches=2", "task.model.n_layer=1", "task.model.n_embd=32",
+                     "task.model.n_head=2", "task.model.dropout=0.1"], "steps": 160, "eval_every": False,
+            "imports": ["sfbench.tasks.gpt", "sfbench.tasks.gpt2_fast"]},     # gpt2_fast: transformers' GPT-2
+}
 
 
 # -- processes ----------------------------------------------------------------------------------------------------------
@@ -194,23 +213,28 @@ def remaining_checkpoints(run_dir: Path, steps: int, every: int) -> int:
 
 
 def temp_files(run_dir: Path) -> list[str]:
-    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob(".*") if ".tmp" in p.name)
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob(".*") if is_temp_file(p.name))
+
+
+def temp_prefix(name: str) -> str:
+    """The start of the name of every temporary file sfbench writes for `name` (`.last.pt.sfbench-tmp`)."""
+    return temp_name(Path(name))
 
 
 # -- the plan ---------------------------------------------------------------------------------------------------------------
 
 def moments(name: str, rng: random.Random, checkpoints: int, duration: float) -> dict:
     if name == "checkpoint-write":
-        return {"name": name, "kind": "event", "event": ("create", ".last.pt.tmp"),
+        return {"name": name, "kind": "event", "event": ("create", temp_prefix("last.pt")),
                 "nth": rng.randint(1, checkpoints)}
     if name == "after-last-checkpoint":
         return {"name": name, "kind": "event", "event": ("moved", "last.pt"), "nth": checkpoints}
     if name == "model-write":
-        return {"name": name, "kind": "event", "event": ("create", ".model.pt.tmp"), "nth": 1}
+        return {"name": name, "kind": "event", "event": ("create", temp_prefix("model.pt")), "nth": 1}
     if name == "after-model":
         return {"name": name, "kind": "event", "event": ("moved", "model.pt"), "nth": 1}
     if name == "fit-write":
-        return {"name": name, "kind": "event", "event": ("create", ".theory_fit.json.tmp"), "nth": 1}
+        return {"name": name, "kind": "event", "event": ("create", temp_prefix("theory_fit.json")), "nth": 1}
     if name == "resuming":
         return {"name": name, "kind": "time", "after": rng.uniform(0.05, 1.5)}
     return {"name": "random", "kind": "time", "after": rng.uniform(0.1, 1.0) * duration}
@@ -272,15 +296,21 @@ def same_model(a: Path, b: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="logreg",
+                        help="logreg (evaluations every steps/4) or gpt (the default cadence, eval_every=auto)")
     parser.add_argument("--kills", type=int, default=20, help="at least this many SIGKILLs that hit a live run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=200, help="steps per run (8 checkpoints, 4 evaluations)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps per run, 8 checkpoints (default: 200 for logreg, 160 for gpt)")
     parser.add_argument("--spawn", action="store_true", help="start `python -m sfbench` instead of forking")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     parser.add_argument("--max-trials", type=int, default=60)
     opts = parser.parse_args(argv)
-    if opts.steps % CHECKPOINTS:
+    task = TASKS[opts.task]
+    if opts.steps is None:
+        opts.steps = task["steps"]
+    if opts.steps <= 0 or opts.steps % CHECKPOINTS:
         parser.error(f"--steps must be a multiple of {CHECKPOINTS} (the number of checkpoints)")
     every = opts.steps // CHECKPOINTS
     started = time.monotonic()
@@ -288,13 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="sfbench-faults-"))
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    args = [*ARGS, f"trainer.steps={opts.steps}", f"trainer.ckpt_every={every}",
-            f"trainer.eval_every={2 * every}", f"seed={opts.seed}"]
+    args = [*task["args"], f"trainer.steps={opts.steps}", f"trainer.ckpt_every={every}", f"seed={opts.seed}",
+            *([f"trainer.eval_every={2 * every}"] if task["eval_every"] else [])]
     if not opts.spawn:
         import hydra  # noqa: F401  — imports paid once, before forking (no torch ops here until the end)
         import torch  # noqa: F401
 
         import sfbench.cli  # noqa: F401
+
+        for module in task["imports"]:
+            importlib.import_module(module)
 
     def start(run_dir: Path, attempt: str) -> Child:
         return Child([*args, f"hydra.run.dir={run_dir}"], workdir, workdir / f"{run_dir.name}.{attempt}.log",
@@ -306,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         print((workdir / "reference.0.log").read_text()[-3000:], file=sys.stderr)
         return 1
     duration = time.monotonic() - ref.started
-    print(f"fault_inject: reference run of {opts.steps} steps took {duration:.1f} s ({workdir})", flush=True)
+    cadence = json.loads((reference / "summary.json").read_text()).get("evaluation") or {}
+    print(f"fault_inject: reference run of {opts.steps} steps of task={opts.task} (checkpoints every {every}, "
+          f"evaluations every {cadence.get('interval', '?')} steps, eval_every={cadence.get('eval_every', '?')}) "
+          f"took {duration:.1f} s ({workdir})", flush=True)
 
     counts: dict[str, int] = {}
     mid_write = kills = trial = 0
@@ -322,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             if outcome["killed"]:
                 kills += 1
                 counts[name] = counts.get(name, 0) + 1
-                during = name == "checkpoint-write" and any(".last.pt.tmp" in t for t in outcome["temp_left"])
+                during = name == "checkpoint-write" and any(Path(t).name.startswith(temp_prefix("last.pt"))
+                                                            for t in outcome["temp_left"])
                 mid_write += during
                 notes.append(f"{name}" + (f" #{moment['nth']}" if "nth" in moment and name == "checkpoint-write"
                                           else "") + (" (a partial checkpoint was left)" if during else ""))

@@ -3,7 +3,7 @@
 A checkpoint (`RUN/checkpoints/last.pt`) holds the *training* state — parameters at y, optimizer state, scheduler,
 the online theory accumulators, RNG states and the step — so a resumed run is bit-exact (loop.py says why y, not x).
 
-Writes are atomic and durable: the state goes to `.last.pt.tmp<pid>` (through a Python file object, so a full disk
+Writes are atomic and durable: the state goes to `.last.pt.sfbench-tmp<pid>` (through a Python file object, so a full disk
 is an `OSError` with its errno, not torch's opaque writer error), is fsynced, and replaces the old file in one
 rename. Before that rename the old `last.pt` becomes `prev.pt` (a hard link, so `last.pt` never disappears), so a
 damaged or unreadable `last.pt` — a disk error, a truncated copy — falls back to the checkpoint before it
