@@ -241,3 +241,23 @@ def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def test_m_is_zero_only_when_the_fitted_curve_is_constant():
+    """A falling curve made of the D² term alone, beside a gradient term that grows (gradient norms growing with t):
+    the best non-negative fit gives the gradient term no weight. Its curve falls, so M must not be reported as 0 with
+    "fit is a constant"; M and D are then not identified apart (M → 0, D → ∞ with M·D² fixed), and the fit says so.
+    A flat curve is still M = 0 and a constant."""
+    lrs = np.full(T, 0.05)
+    a, b = c1_terms(lrs, np.arange(1, T + 1, dtype=np.float64) ** 1.5, HORIZONS)
+    K = 40.0
+    falling = 1.0 + K * a                                  # from 1 + K/(2·0.05·10) = 41 down to 1.2
+    fit = fit_bound(falling, a, b, robust=False)
+    assert np.nanmax(fit.curve) - np.nanmin(fit.curve) > 30            # the fitted curve falls, as the data does
+    np.testing.assert_allclose(fit.curve, falling, rtol=1e-6)
+    assert fit.M != 0 and "constant" not in fit.message
+    assert "not identified" in fit.message and f"{K:.4g}" in fit.message
+    assert json.loads(json.dumps(fit.to_dict()))["M"] is None
+    flat = fit_bound(np.full(len(a), 3.0), a, b, robust=False)
+    assert flat.M == 0 and "constant" in flat.message
+    np.testing.assert_allclose(flat.curve, 3.0)

@@ -415,6 +415,19 @@ def fit_bound(loss, a, b, *, D: float | None = None, robust: bool = True, G_para
         else:
             M = float(theta[1])
     method = ("huber" if robust else "lsq") + ("+G" if G_param else "")
-    message = "" if M > 0 else "M = 0: the bound's shape does not explain the curve (fit is a constant)"
+    message = ""
+    if not np.any(theta[1:] > 0):
+        message = "M = 0: the bound's shape does not explain the curve (fit is a constant)"
+    elif not M > 0:
+        # one term carries the whole curve, the other none: the fit is the limit M → 0 with D (free) or G (G-param,
+        # D given) → ∞, so they are not identified apart — and the curve is not a constant
+        if D is None:
+            M, Dfit = float("nan"), float("inf")
+            message = (f"the curve is C + the D² term alone (M·D² = {float(theta[2]):.4g}): M and D are not "
+                       f"identified apart")
+        else:
+            M, G = float("nan"), float("inf")
+            message = (f"the curve is C + the gradient term alone (M·G² = {float(theta[1]):.4g}): M and G are not "
+                       f"identified apart")
     return BoundFit(C=C, M=M, D=Dfit, curve=curve, rmse=rmse, n_used=int(used.sum()), n_dropped=int(n - used.sum()),
                     method=method, D_fixed=D is not None, p=p, G=G, used=used, message=message)
