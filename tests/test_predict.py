@@ -100,3 +100,19 @@ def test_cli_bad_input(in_run_env, capsys, argv, message):
     code, out = run_predict(argv, capsys)
     assert code == 2
     assert message in out.err and "Traceback" not in out.err
+
+
+def test_cli_gives_no_best_lr_without_an_independent_d(in_run_env, capsys):
+    """task=nonconvex knows no D: the distance a pilot travels grows with its lr, so no best lr is predicted from it
+    (said so, exit 0); with --D it is, from the same function as the report."""
+    base = ["task=nonconvex", "opt=sf_sgd", "sched=constant", "trainer.steps=300", "logger=none", "--pilot-steps", "10"]
+    code, out = run_predict([*base, "--json"], capsys)
+    assert code == 0, out.err
+    result = json.loads(out.out)
+    assert result["best_lr"] is None and result["independent"] is False
+    assert "no independent prediction" in result["note"] and result["G"] > 0
+    code, out = run_predict([*base, "--D", "3", "--json"], capsys)
+    result = json.loads(out.out)
+    assert code == 0 and result["independent"] and result["D_source"] == "--D"
+    h = make_schedule("constant", total_steps=300).array()
+    assert result["best_lr"] == pytest.approx(predict(h, 3.0, result["G"], "C1").best_lr)

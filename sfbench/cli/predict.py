@@ -6,9 +6,10 @@
 
 The overrides are the run's own (same config groups as `python -m sfbench`). D and G come from `--D`/`--G` when
 given; otherwise D is the task's exact D where it knows one (the testbeds) and G² the mean ‖g‖² (‖g‖²_P for Adam
-bases) over a short pilot run — the first `--pilot-steps` steps of the configured run, in a temporary directory. A
-task without an exact D takes the distance travelled by x during the pilot, which underestimates D (a short pilot
-has not gone far): pass `--D` when you know better.
+bases) over a short pilot run — the first `--pilot-steps` steps of the configured run, in a temporary directory. For
+a task without an exact D there is no independent prediction unless `--D` is given: the distance x travels grows with
+the lr it runs at, so a best lr computed from it follows that lr (the report withholds it likewise, from the same
+function, `sfbench.theory.predict.predict`).
 
 This is the app-layer half of the command: it composes the config, validates it and runs the trainer for the pilot,
 then hands arrays to the numpy-only `sfbench.theory.predict`. `python -m sfbench.theory` finds it through the
@@ -102,16 +103,19 @@ def predict_command(args) -> None:
             pilot = _pilot(cfg, parts, min(args.pilot_steps, T))
         except ConfigError as err:      # found while loading data or a teacher
             _fail(str(err))
-        if D is None:
-            D, sources["D"] = pilot["D"], ("task (exact)" if pilot["D_source"] == "task"
-                                           else f"distance travelled in a {pilot['steps']}-step pilot")
         if G is None:
-            G, sources["G"] = pilot["G"], f"mean ‖g‖² over a {pilot['steps']}-step pilot"
+            G, sources["G"] = pilot["G"], f"mean ‖g‖² over a {pilot['steps']}-step pilot at opt.lr={cfg.opt.lr:g}"
+        if D is None and pilot["D_source"] != "task":
+            _no_independent_prediction(args, parts["task"].name, G, sources["G"])
+            return
+        if D is None:
+            D, sources["D"] = pilot["D"], "task (exact)"
     if not (D > 0 and G > 0):
         _fail(f"D={D!r}, G={G!r}: the pilot did not move or saw zero gradients; pass --D and --G")
     p = predict(h, D, G, kind)
     base_lr = float(cfg.opt.lr)
-    result = {"kind": kind, "T": T, "schedule": cfg.sched.get("name"), "D": D, "D_source": sources["D"], "G": G,
+    result = {"independent": True, "kind": kind, "T": T, "schedule": cfg.sched.get("name"), "D": D,
+              "D_source": sources["D"], "G": G,
               "G_source": sources["G"], "A": p.A, "B": p.B, "best_lr": p.best_lr, "best_bound": p.best_bound,
               "configured_lr": base_lr, "bound_at_configured_lr": p.bound_at(base_lr)}
     if args.grid:
@@ -132,6 +136,19 @@ def predict_command(args) -> None:
     print(f"  at the configured opt.lr = {base_lr:g}: bound {p.bound_at(base_lr):.4g}")
     if args.grid:
         print(f"  sweep centred on it:\n    {result['sweep_command']}")
+
+
+def _no_independent_prediction(args, task: str, G: float, G_source: str) -> None:
+    """The task knows no D and none was given: a D measured as the distance x travels grows with the lr it was run
+    at, so a best lr from it would follow that lr (and a grid centred on it), not predict it."""
+    note = (f"no independent prediction: task {task} has no exact D, and the distance x travels "
+            f"grows with the lr it is measured at; pass --D (and --G) from what you know of the problem")
+    if args.json:
+        print(json.dumps({"best_lr": None, "independent": False, "note": note, "G": G, "G_source": G_source},
+                         indent=2))
+        return
+    print(f"sfbench.theory predict — {note}")
+    print(f"  G = {G:.4g}  ({G_source})")
 
 
 def add_arguments(pr: argparse.ArgumentParser) -> None:

@@ -16,12 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sfbench.theory import (
-    closed_form_integrals,
-    schedule_integrals,
-    sgd_last_iterate_bound,
-)
+from sfbench.theory import closed_form_integrals, schedule_integrals
 from sfbench.theory.fit import BoundFit, bound_terms, fit_bound, metric_floor
+from sfbench.theory.predict import predict
 from sfbench.tracking import find_runs, flatten, read_config, read_summary
 
 from .identity import choice, is_setting, label, lr_is_cap, method_items, short, task_items
@@ -487,9 +484,34 @@ def spearman(pred, obs, *, n_boot: int = BOOTSTRAP, level: float = 0.95, seed: i
     return out
 
 
+def independent(run: Run) -> bool:
+    """Whether the run's bound is a prediction made without its outcome: D is the task's own (the testbeds), not the
+    distance x travelled in the run itself, which grows with the lr and makes any prediction follow the grid."""
+    return run.D[1] == "task"
+
+
+NO_INDEPENDENT_D = ("no independent prediction: D is the distance x travelled in these runs, which grows with the lr "
+                    "(give a known D to python -m sfbench.theory predict --D … --G …)")
+
+
+def _scope_correlation(members: list[Run]) -> dict:
+    """ρ over the runs with an independent prediction, given only from MIN_CI_RUNS of them on."""
+    usable = [r for r in members if independent(r)]
+    out = spearman([r.predicted for r in usable], [r.final for r in usable])
+    note = None
+    if len(usable) < len(members):
+        note = f"{len(members) - len(usable)} run(s) left out: {NO_INDEPENDENT_D}"
+    if len(usable) < MIN_CI_RUNS:
+        out.update(rho=float("nan"), pvalue=float("nan"), ci=[float("nan"), float("nan")])
+        note = "; ".join(filter(None, [note, f"{len(usable)} run(s) with an independent prediction: ρ needs "
+                                             f"≥ {MIN_CI_RUNS}"]))
+    return {**out, "note": note}
+
+
 def correlations(runs: list[Run]) -> list[dict]:
     """Spearman ρ of (predicted final bound, observed final metric), with n and a bootstrap interval: per task over
-    all its completed runs, and per (task, method)."""
+    its completed runs, and per (task, method) — over the runs whose prediction is independent (`independent`), and
+    only from MIN_CI_RUNS such runs on."""
     out = []
     by_task: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
@@ -497,14 +519,13 @@ def correlations(runs: list[Run]) -> list[dict]:
             by_task[run.task].append(run)
     for task, members in sorted(by_task.items()):
         out.append({"task": task, "scope": "overall", "method": None, "optimizer": None, "schedule": None,
-                    **spearman([r.predicted for r in members], [r.final for r in members])})
+                    **_scope_correlation(members)})
         by_method: dict[str, list[Run]] = defaultdict(list)
         for r in members:
             by_method[r.method].append(r)
         for method, group in sorted(by_method.items()):
             out.append({"task": task, "scope": "method", "method": method, "optimizer": group[0].optimizer,
-                         "schedule": group[0].schedule,
-                         **spearman([r.predicted for r in group], [r.final for r in group])})
+                        "schedule": group[0].schedule, **_scope_correlation(group)})
     return out
 
 
@@ -558,20 +579,24 @@ def best_lrs(runs: list[Run]) -> list[dict]:
         row = {"task": task, "method": method, "optimizer": group[0].optimizer, "schedule": group[0].schedule,
                "lr_role": role, "bound": kind, "observed": observed, "D": D, "G2": G2, "T": T, "n_lrs": len(by_lr),
                "observed_by": observed_by(group)}
+        none = {"rule": None, "predicted": float("nan"), "predicted_C2": float("nan"), "ratio": float("nan"),
+                "B": float("nan"), "B_source": None}
         if role == "cap":
-            out.append({**row, "rule": None, "predicted": float("nan"), "predicted_C2": float("nan"),
-                        "ratio": float("nan"), "B": float("nan"), "B_source": None,
-                        "note": "opt.lr is the cap of an adaptive step: no best-lr prediction"})
+            out.append({**row, **none, "note": "opt.lr is the cap of an adaptive step: no best-lr prediction"})
+            continue
+        if not all(independent(r) for r in group):
+            out.append({**row, **none, "D": float("nan"), "note": NO_INDEPENDENT_D})
             continue
         B, h, B_source = _schedule_B(healthy or group)
-        pred_c2 = (D / (math.sqrt(G2) * math.sqrt(T * B))
-                   if T and G2 > 0 and B > 0 and math.isfinite(D) else float("nan"))
-        pred, rule = pred_c2, "C2"
-        if kind == "C3" and h is not None and G2 > 0 and math.isfinite(D):
-            # [C3] with η = γ h: bound(γ) = t1/γ + γ (t2 + t3), best at sqrt(t1 / (t2 + t3)) (ALGORITHMS.md [C3])
-            t1 = D ** 2 / (2 * h.sum())
-            t23 = sgd_last_iterate_bound(h, np.full(len(h), G2), 0.0)
-            pred, rule = (math.sqrt(t1 / t23), "C3") if t23 > 0 else (float("nan"), "C3")
+        pred = pred_c2 = float("nan")
+        rule = "C2"
+        if h is not None and G2 > 0 and math.isfinite(D) and D > 0 and h.sum() > 0:
+            # the function python -m sfbench.theory predict uses: [C1] (= [C2] for the logged h), or [C3]
+            pred = pred_c2 = predict(h, D, math.sqrt(G2), "C1").best_lr
+            if kind == "C3":
+                pred, rule = predict(h, D, math.sqrt(G2), "C3").best_lr, "C3"
+        elif T and G2 > 0 and B > 0 and math.isfinite(D):           # no logged lr: [C2]'s closed form of the shape
+            pred = pred_c2 = D / (math.sqrt(G2) * math.sqrt(T * B))
         out.append({**row, "rule": rule, "predicted": pred, "predicted_C2": pred_c2,
                     "ratio": pred / observed if observed and math.isfinite(observed) else float("nan"),
                     "B": B, "B_source": B_source, "note": None})

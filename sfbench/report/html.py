@@ -153,22 +153,24 @@ def render(report: dict) -> str:
         if rows:
             parts.append("<h3>Predicted vs observed best learning rate</h3>")
             parts.append(table(["method", "swept", "bound", "rule", "predicted best", "observed best",
-                                "observed by", "ratio pred/obs", "[C2] γ*", "D", "G²", "B = mean h²", "B from", "T"],
+                                "observed by", "ratio pred/obs", "[C2] γ*", "D", "G²", "B = mean h²", "B from", "T",
+                                "note"],
                                [[b["method"], "cap" if b.get("lr_role") == "cap" else "base lr", b["bound"],
-                                 b["rule"] or "none (adaptive step)", b["predicted"], b["observed"],
+                                 b["rule"] or "none", b["predicted"], b["observed"],
                                  b.get("observed_by", "grid"), b["ratio"],
-                                 b["predicted_C2"], b["D"], b["G2"], b["B"], b["B_source"], b["T"]]
-                                for b in rows], left=2))
+                                 b["predicted_C2"], b["D"], b["G2"], b["B"], b["B_source"], b["T"], b.get("note") or ""]
+                                for b in rows], left=2, left_last=True))
         corr = [c for c in report["prediction"]["correlations"] if c["task"] == task]
         if corr:
             parts.append("<h3>Prediction quality: Spearman ρ(final bound, final metric)</h3>")
             level = corr[0].get("ci_level") or 0.95
-            parts.append(table(["scope", "method", "runs (n)", "ρ", f"{level:.0%} bootstrap interval"],
-                               [[c["scope"], c["method"] or "all methods", c["n"], c["rho"], interval(c)]
-                                for c in corr], left=2))
-            parts.append("<p class=\"meta\">With few runs the interval is wide: a ρ of ±1 from 3–5 runs says "
-                         "little (3–4 runs: the interval is [−1, 1]). Resamples with constant ranks are skipped; fewer than "
-                         "3 runs: no ρ.</p>")
+            parts.append(table(["scope", "method", "runs (n)", "ρ", f"{level:.0%} bootstrap interval", "note"],
+                               [[c["scope"], c["method"] or "all methods", c["n"], c["rho"], interval(c),
+                                 c.get("note") or ""] for c in corr], left=2, left_last=True))
+            parts.append("<p class=\"meta\">ρ is computed over the runs whose bound is an independent prediction "
+                         "(D the task's own, not the distance travelled in the run itself), and given from 5 such "
+                         "runs in a scope on; with few runs the interval is wide. Resamples with constant ranks are "
+                         "skipped.</p>")
         runs = [r for r in report["runs"] if r["task"] == task]
         fitted_runs = [r for r in runs if r["fit"]]
         if fitted_runs:

@@ -1,0 +1,62 @@
+"""A best-lr prediction is given only where it is independent of the swept grid, and the report and
+`python -m sfbench.theory predict` give the same number for the same inputs (real sweeps through the CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import subprocess_env
+from sfbench.report import build_report
+from sfbench.theory.__main__ import main as theory_main
+
+pytestmark = pytest.mark.slow
+
+
+def sweep(tmp_path, env, name, args):
+    out = tmp_path / name
+    proc = subprocess.run([sys.executable, "-m", "sfbench", "-m", *args, "logger=none", f"hydra.sweep.dir={out}"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return build_report(out, wandb=False)
+
+
+def test_nonconvex_grids_1000x_apart_get_no_prediction_on_either(tmp_path, sfbench_env):
+    """task=nonconvex has no exact D: D would be the distance x travelled in the swept runs, which grows with the lr,
+    so a prediction would follow the grid (about 1.4× its median, whatever the grid). On grids 1,000× apart the
+    report withholds the prediction on both, says why, and leaves the runs out of ρ."""
+    env = subprocess_env(sfbench_env)
+    common = ["task=nonconvex", "opt=sf_sgd", "sched=constant", "trainer.steps=150", "trainer.eval_every=50"]
+    for name, grid in (("small", "0.001,0.003,0.01"), ("large", "1,3,10")):
+        report = sweep(tmp_path, env, name, [*common, f"opt.lr={grid}"])
+        [row] = report["prediction"]["best_lr"]
+        assert row["predicted"] is None and row["rule"] is None and "no independent prediction" in row["note"]
+        assert row["observed"] is not None
+        for corr in report["prediction"]["correlations"]:
+            assert corr["rho"] is None and "no independent prediction" in corr["note"]
+        html = (tmp_path / name / "report" / "report.html").read_text()
+        assert "no independent prediction" in html
+
+
+def test_the_report_and_theory_predict_agree_for_the_same_inputs(tmp_path, sfbench_env, capsys, monkeypatch):
+    """task=logreg knows its D exactly: the report's predicted best lr equals `theory predict` given the report's D
+    and G (one function), to float precision."""
+    env = subprocess_env(sfbench_env)
+    args = ["task=logreg", "opt=sf_sgd", "sched=cosine", "trainer.steps=200", "trainer.eval_every=50"]
+    report = sweep(tmp_path, env, "logreg", [*args, "opt.lr=0.3,1,3"])
+    [row] = report["prediction"]["best_lr"]
+    assert row["rule"] == "C2" and row["predicted"] > 0 and row["note"] is None
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        theory_main(["predict", *args, "logger=none", "--D", repr(row["D"]), "--G", repr(math.sqrt(row["G2"])),
+                     "--json"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["best_lr"] == pytest.approx(row["predicted"], rel=1e-9)
