@@ -375,13 +375,41 @@ def fit_series(run: Run) -> tuple[np.ndarray, np.ndarray, str]:
     return steps, y, run.metric
 
 
+def stored_fit(run: Run) -> tuple[BoundFit, np.ndarray, np.ndarray, str] | None:
+    """The fit the trainer made at the end of the run (RUN/theory_fit.json): (fit, steps, observed, target), or None
+    when there is none or it can't be read."""
+    try:
+        data = json.loads((run.path / "theory_fit.json").read_text())
+        num = (lambda v: float("nan") if v is None else float(v))
+        fit = BoundFit(C=num(data["C"]), M=num(data["M"]), D=num(data["D"]),
+                       curve=np.array([num(v) for v in data["fitted"]]), rmse=num(data["rmse"]),
+                       n_used=int(data["n_used"]), n_dropped=int(data["n_dropped"]), method=str(data["method"]),
+                       D_fixed=bool(data.get("D_fixed")), p=data.get("p"), G=data.get("G"),
+                       message=str(data.get("message") or ""))
+        steps = np.asarray(data["steps"], dtype=np.int64)
+        observed = np.array([num(v) for v in data["observed"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not (len(steps) == len(observed) == len(fit.curve)):
+        return None
+    return fit, steps, observed, str(data.get("target") or run.metric)
+
+
 def fit_run(run: Run, *, g_param: bool = False) -> None:
-    """The [C4] fit of the run's metric (or its smoothed training loss, see `fit_series`) against its bound terms,
-    with C held at or above the metric's floor; diverged runs and runs without theory are skipped."""
+    """The [C4] fit of the run: the one the trainer stored at the run's end (`stored_fit`) where there is one, so the
+    run's record and the report show the same fit; else (a live or older run, or `g_param`) fitted here: the run's
+    metric (or its smoothed training loss, see `fit_series`) against its bound terms, with C held at or above the
+    metric's floor. Diverged runs and runs without theory are not fitted."""
     if run.status == "diverged":
         run.notes.append("diverged: shown, not fitted")
         return
     if run.kind is None or run.metric is None:
+        return
+    stored = None if g_param else stored_fit(run)
+    if stored is not None:
+        run.fit, run.fit_steps, run.fit_observed, run.fit_target = stored
+        if not run.fit.ok:
+            run.notes.append(f"fit: {run.fit.message or run.fit.method}")
         return
     steps, y, target = fit_series(run)
     if len(steps) == 0:

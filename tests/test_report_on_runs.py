@@ -1,5 +1,6 @@
-"""A best-lr prediction is given only where it is independent of the swept grid, and the report and
-`python -m sfbench.theory predict` give the same number for the same inputs (real sweeps through the CLI)."""
+"""The report on real sweeps run through the CLI: a best-lr prediction only where it is independent of the swept
+grid, the same number as `python -m sfbench.theory predict` for the same inputs, and each run's fit the one its
+record holds."""
 
 from __future__ import annotations
 
@@ -60,3 +61,16 @@ def test_the_report_and_theory_predict_agree_for_the_same_inputs(tmp_path, sfben
         assert exit_.code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["best_lr"] == pytest.approx(row["predicted"], rel=1e-9)
+
+
+def test_the_report_shows_the_fit_the_run_stored(tmp_path, sfbench_env):
+    """The report's fit of a finished run is the trainer's (summary.json theory.fit, theory_fit.json): the same C, M, D
+    and curve, not a second computation that could disagree with it."""
+    env = subprocess_env(sfbench_env)
+    report = sweep(tmp_path, env, "lad", ["task=lad", "opt=sf_sgd", "trainer.steps=300", "opt.lr=0.1,0.3"])
+    for run in report["runs"]:
+        stored = json.loads((tmp_path / "lad" / run["run"] / "summary.json").read_text())["theory"]["fit"]
+        curve = json.loads((tmp_path / "lad" / run["run"] / "theory_fit.json").read_text())
+        for key in ("C", "M", "D", "rmse", "n_used", "method"):
+            assert run["fit"][key] == stored[key], key
+        assert run["fit_target"] == stored["target"] == curve["target"]
