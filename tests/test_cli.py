@@ -279,9 +279,9 @@ def test_too_short_data_is_a_config_error_before_training(in_run_env, capsys):
 
 
 def test_experiment_preset_applies(in_run_env, capsys):
-    assert run_cli(["experiment=distill_headline", "--cfg", "job"]) == 0
+    assert run_cli(["experiment=distill_toy_comparison", "--cfg", "job"]) == 0
     out = capsys.readouterr().out
-    assert "group: distill_headline" in out and "steps: 1000" in out and "lr_rule: polyak" in out
+    assert "group: distill_toy_comparison" in out and "steps: 1000" in out and "lr_rule: polyak" in out
 
 
 def test_sweep_with_one_bad_value_starts_no_job(in_run_env, capsys):

@@ -39,9 +39,9 @@ def test_micro_batches_take_the_whole_batch_step(in_run_env, opt):
 
 
 def test_polyak_sees_the_whole_batch_not_the_last_micro_batch(in_run_env):
-    """The counterfactual the authors' loop has: feeding the last micro-batch's loss changes the step. Our step
-    matches the whole batch; a run fed only the last quarter of each batch (its loss is what that loop passes)
-    takes different steps."""
+    """Feeding the last micro-batch's loss instead of the whole batch's would change the step: our step matches the
+    whole batch (as the authors' loop, which passes the mean of the micro-batch means); a run fed only the last
+    quarter of each batch takes different steps."""
     whole_rows, _ = _run("whole", ["opt=sf_polyak"])
     split_rows, _ = _run("split", ["opt=sf_polyak", "trainer.grad_accum=4"])
     assert [r["lr"] for r in split_rows] == pytest.approx([r["lr"] for r in whole_rows], rel=1e-10)
