@@ -69,34 +69,107 @@ def test_every_job_of_every_preset_composes_and_resolves(preset, smoke):
             assert resolved["trainer"]["steps"] >= 1
 
 
-def test_shakespeare_preset_is_the_authors_setup():
-    """SFS distillation (authors' configs): gpt2-medium teacher and tokenizer, 4 × 768 × 8 student with the GPT-2
-    vocabulary, context 512, bf16, 4,096 tokens per step, eight methods, lrs/caps 1e-4 … 0.3."""
-    params = sweep_params("sfs_distill_shakespeare", False)
+# The SFS authors' values (GitHub modichirag/GPT-opt, configs/teach-*.yaml read at commit d4302d8; run.py and
+# gptopt/train_distributed.py for what the configs leave to the code), each with the file and key it came from.
+# `value(cfg)` reads the same quantity from a composed sfbench config.
+GRID = [1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.3]
+SHAKESPEARE_FILE = "configs/teach-shakespeare-wsd-ct-theory-t.yaml"
+FINEWEB_FILE = "configs/teach-fineweb-wd-2-7B.yaml"
+COMMON = [
+    # (what, authors' value, where it is, how to read it from sfbench's config)
+    ("seed", 42, "run.py: set_seed(42)", lambda c: c["seed"]),
+    ("precision", "bf16", "training_params.mixed_precision: bfloat16", lambda c: c["trainer"]["precision"]),
+    ("weight decay", 0.0, "every optimizer: weight_decay 0.0", lambda c: c["opt"].get("weight_decay", 0.0)),
+    ("warm-up from 0", True, "gptopt/optim/utils.py get_scheduler: step / num_warmup_steps",
+     lambda c: c["sched"]["warmup_from_zero"]),
+]
+AUTHORS = {
+    "sfs_distill_shakespeare": COMMON + [
+        ("teacher", "gpt2-medium", f"{SHAKESPEARE_FILE}: teacher_model", lambda c: c["task"]["teacher"]["name_or_path"]),
+        ("student layers × width × heads", (4, 768, 8), f"{SHAKESPEARE_FILE}: gpt_model n_layer, n_embd, n_head",
+         lambda c: (c["task"]["student"]["n_layer"], c["task"]["student"]["n_embd"], c["task"]["student"]["n_head"])),
+        ("context", 512, f"{SHAKESPEARE_FILE}: training_params.context_length", lambda c: c["task"]["data"]["block_size"]),
+        ("tokens per step", 4096, f"{SHAKESPEARE_FILE}: training_params.tokens_processed",
+         lambda c: c["task"]["data"]["batch_size"] * c["task"]["data"]["block_size"]),
+        ("steps (one epoch)", 73, "run.py: int(num_epochs · 301,967 train tokens / tokens_processed)",
+         lambda c: c["trainer"]["steps"]),
+        ("gradient clipping", None, f"{SHAKESPEARE_FILE}: training_params.gradnorm 0.0 (none)",
+         lambda c: c["trainer"]["grad_clip"]),
+        ("torch.compile", False, f"{SHAKESPEARE_FILE}: training_params.compile", lambda c: c["trainer"]["compile"]),
+        ("schedule: warm-up, constant, cool-down steps", ("wsd", 7, 7),
+         f"{SHAKESPEARE_FILE}: lr_schedule warm-up-constant-linear, warm_up_fraction 0.1, cool_down_fraction 0.1 "
+         "(int(0.1 · 73) steps each)",
+         lambda c: (c["sched"]["name"], c["sched"]["warmup_steps"], c["sched"]["decay_steps"])),
+    ],
+    "sfs_distill_fineweb": COMMON + [
+        ("teacher", "EleutherAI/gpt-neo-2.7B", f"{FINEWEB_FILE}: teacher_model",
+         lambda c: c["task"]["teacher"]["name_or_path"]),
+        ("student layers × width × heads", (12, 768, 6), f"{FINEWEB_FILE}: gpt_model n_layer, n_embd, n_head",
+         lambda c: (c["task"]["student"]["n_layer"], c["task"]["student"]["n_embd"], c["task"]["student"]["n_head"])),
+        ("context", 1024, f"{FINEWEB_FILE}: training_params.context_length", lambda c: c["task"]["data"]["block_size"]),
+        ("tokens per step", 2 ** 18, f"{FINEWEB_FILE}: training_params.tokens_processed",
+         lambda c: c["task"]["data"]["batch_size"] * c["task"]["data"]["block_size"]),
+        ("sequences per micro-batch", 32, f"{FINEWEB_FILE}: training_params.batch_size",
+         lambda c: c["task"]["data"]["batch_size"] // c["trainer"]["grad_accum"]),
+        ("validation tokens", 2 ** 23, f"{FINEWEB_FILE}: logging_params.val_tokens_processed",
+         lambda c: c["task"]["eval_batches"] * c["task"]["data"]["batch_size"] * c["task"]["data"]["block_size"]),
+        ("gradient clipping", 1.0, f"{FINEWEB_FILE}: training_params.gradnorm", lambda c: c["trainer"]["grad_clip"]),
+        ("torch.compile", True, f"{FINEWEB_FILE}: training_params.compile", lambda c: c["trainer"]["compile"]),
+        ("schedule: warm-up, constant, cool-down steps", ("wsd", 381, 381),
+         f"{FINEWEB_FILE}: lr_schedule warm-up-constant-linear, warm_up_fraction 0.1, cool_down_fraction 0.1 "
+         "(int(0.1 · 3815) steps each)",
+         lambda c: (c["sched"]["name"], c["sched"]["warmup_steps"], c["sched"]["decay_steps"])),
+    ],
+}
+#: per method, the optimizer settings the authors' get_optimizer gives it (gptopt/optim/utils.py defaults)
+AUTHORS_OPT = {
+    "adamw_wsd": {"_target_": "torch.optim.AdamW", "betas": [0.9, 0.999], "eps": 1e-8},
+    "sgd": {"_target_": "torch.optim.SGD", "momentum": 0.9},
+    "sf_adamw": {"betas": [0.9, 0.999], "eps": 1e-8, "r": 0.0, "weight_lr_power": 2.0},
+    "sf_sgd": {"momentum": 0.9, "r": 0.0, "weight_lr_power": 2.0},
+    "sf_polyak_adam": {"lr_rule": "polyak", "betas": [0.9, 0.999], "eps": 1e-8},
+    "sf_polyak": {"lr_rule": "polyak", "momentum": 0.9},
+    "iam_adam": {"lr_rule": "polyak", "weighting": "constant", "c": 0.1},       # lmbda 9: c = 1/(1 + 9)
+    "iam": {"lr_rule": "polyak", "weighting": "constant", "c": 0.1},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(AUTHORS))
+@pytest.mark.parametrize("method", SFS_METHODS)
+def test_distillation_presets_are_the_authors_configs_key_by_key(preset, method):
+    """Every method of the preset, composed, against the authors' values: one schedule for all methods, their lr
+    grid, their model, data and step sizes (a mismatch names the key and the authors' file)."""
+    params = sweep_params(preset, False)
     assert sorted(params["sfs_method"]) == sorted(SFS_METHODS)
-    lrs = sorted(float(x) for x in params["opt.lr"])
-    assert lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(0.3)
-    cfg = OmegaConf.to_container(compose("experiment=sfs_distill_shakespeare"), resolve=True)
-    task = cfg["task"]
-    assert task["teacher"]["name_or_path"] == "gpt2-medium"
-    assert task["data"]["tokenizer"] == "auto"          # the teacher's
-    assert (task["student"]["n_layer"], task["student"]["n_embd"], task["student"]["n_head"]) == (4, 768, 8)
-    assert task["data"]["block_size"] == 512
-    # task.data.batch_size is the optimizer step's batch (trainer.grad_accum splits it into micro-batches)
-    assert task["data"]["batch_size"] * task["data"]["block_size"] == 4096
-    assert cfg["trainer"]["precision"] == "bf16"
+    assert sorted(float(x) for x in params["opt.lr"]) == pytest.approx(GRID)
+    cfg = OmegaConf.to_container(compose(f"experiment={preset}", f"sfs_method={method}"), resolve=True)
+    for what, theirs, where, ours in AUTHORS[preset]:
+        assert ours(cfg) == theirs, f"{what}: sfbench has {ours(cfg)!r}, the authors {theirs!r} ({where})"
+    for key, theirs in AUTHORS_OPT[method].items():
+        assert cfg["opt"].get(key) == theirs, f"{method} opt.{key}: {cfg['opt'].get(key)!r}, the authors {theirs!r}"
+    const = OmegaConf.to_container(compose(f"experiment={preset}", f"sfs_method={method}",
+                                           "sched_variant=const_decay"), resolve=True)["sched"]
+    # the -const-decay files: warm-up 10 %, cool-down 0 % (constant after the warm-up)
+    assert (const["name"], const["warmup_steps"], const["warmup_from_zero"]) == \
+        ("constant", cfg["sched"]["warmup_steps"], True)
 
 
-def test_fineweb_preset_is_the_authors_setup():
-    """At FineWeb scale: gpt-neo-2.7B teacher, 12 × 768 student, 2^18 tokens per step, clipping 1.0, streamed."""
-    cfg = OmegaConf.to_container(compose("experiment=sfs_distill_fineweb"), resolve=True)
-    task = cfg["task"]
-    assert task["teacher"]["name_or_path"] == "EleutherAI/gpt-neo-2.7B"
-    assert (task["student"]["n_layer"], task["student"]["n_embd"]) == (12, 768)
-    assert task["data"]["batch_size"] * task["data"]["block_size"] == 2 ** 18
-    assert task["data"]["batch_size"] % cfg["trainer"]["grad_accum"] == 0     # micro-batches of equal size
-    assert cfg["trainer"]["grad_clip"] == 1.0
-    assert task["data"]["hf_streaming"] is True and task["data"]["hf_dataset"] == "HuggingFaceFW/fineweb"
+def test_the_authors_schedule_step_by_step():
+    """The intended form of the authors' warm-up-constant-linear (get_scheduler): h(t) = t/W for t < W = int(0.1 T),
+    1 until T − C, then 1 − (t − (T − C))/C (C = int(0.1 T), floor 1e-7), applied by LambdaLR to step t + 1."""
+    import numpy as np
+
+    from sfbench.optim import make_schedule
+
+    for T in (73, 3815):
+        W = C = int(0.1 * T)
+        theirs = np.array([t / W if t < W else 1.0 if t < T - C else max(1e-7, 1.0 - (t - (T - C)) / C)
+                           for t in range(T)])
+        cfg = OmegaConf.to_container(compose("experiment=sfs_distill_shakespeare", f"trainer.steps={T}"),
+                                     resolve=True)["sched"]
+        ours = make_schedule(cfg["name"], total_steps=T, **{k: v for k, v in cfg.items()
+                                                           if k not in ("_target_", "_partial_", "name")}).array()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-7)
 
 
 def test_cifar_preset_compares_wsd_and_cosine_for_an_sgd_base_sf_and_sgd_momentum():

@@ -50,16 +50,24 @@ def steps_frac(fraction, *, _root_) -> int:
     return int(round(float(fraction) * int(_root_.trainer.steps)))
 
 
+def steps_int(fraction, *, _root_) -> int:
+    """`${steps_int:0.1}`: int(fraction · `trainer.steps`), truncated (the SFS authors' warm-up and cool-down lengths,
+    `int(warm_up_fraction * total_iterations)`)."""
+    return int(float(fraction) * int(_root_.trainer.steps))
+
+
 def register_resolvers() -> None:
-    """`${sfbench_run_name:…}`, `${if_smoke:…}` and `${steps_frac:…}` in the configs (Slurm jobs get them with Hydra's singleton state)."""
+    """`${sfbench_run_name:…}`, `${if_smoke:…}`, `${steps_frac:…}` and `${steps_int:…}` in the configs (Slurm jobs
+    get them with Hydra's singleton state)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("sfbench_run_name"):
         OmegaConf.register_new_resolver("sfbench_run_name", run_name)
     if not OmegaConf.has_resolver("if_smoke"):
         OmegaConf.register_new_resolver("if_smoke", if_smoke)
-    if not OmegaConf.has_resolver("steps_frac"):
-        OmegaConf.register_new_resolver("steps_frac", steps_frac)
+    for name, resolver in (("steps_frac", steps_frac), ("steps_int", steps_int)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 # -- sweeps: a directory named by the command, relaunch = resume -------------------------------------------------------

@@ -13,7 +13,8 @@ With W = `warmup_steps`, D the wsd cool-down length, f = `final_frac`, u clipped
     linear_growth   h = t + 1                  (the linearly growing step of SFN Thm 4)
     poly_decay      h = (t + 1)^(−p),  p = `power`
 
-Every schedule takes a warm-up: h is multiplied by min(1, (t + 1)/W) (W = 0: none). With f = 0 the decaying ones
+Every schedule takes a warm-up: h is multiplied by min(1, (t + 1)/W) (W = 0: none), or by min(1, t/W) with
+`warmup_from_zero` (the first step's lr is 0, as in the recipes that warm up with LambdaLR). With f = 0 the decaying ones
 reach 0 at t = T and are still positive at the last step t = T − 1. Past the horizon t is clamped to T.
 
     sched = make_schedule("wsd", total_steps=1000, warmup_steps=50, decay_frac=0.2)
@@ -72,6 +73,7 @@ class Schedule:
     cooldown: str = "linear"
     final_frac: float = 0.0
     power: float = 0.5
+    warmup_from_zero: bool = False   # warm-up h·min(1, t/W), 0 at the first step (as torch's LambdaLR recipes do)
 
     def __post_init__(self) -> None:
         T, W, D = self.total_steps, self.warmup_steps, self.decay_steps
@@ -88,6 +90,7 @@ class Schedule:
             ("cooldown", self.cooldown in COOLDOWNS, f"choose one of {', '.join(map(repr, COOLDOWNS))}"),
             ("final_frac", _real(self.final_frac) and 0.0 <= self.final_frac <= 1.0, "it must be in [0, 1]"),
             ("power", _real(self.power) and 0.0 <= self.power < math.inf, "it must be a finite number >= 0"),
+            ("warmup_from_zero", isinstance(self.warmup_from_zero, bool), "it must be true or false"),
         ]
         for key, ok, allowed in checks:
             if not ok:
@@ -106,7 +109,7 @@ class Schedule:
         if self.name in ("cosine", "wsd", "linear"):    # f + (1 − f) h, exactly 1 at h = 1 and f at h = 0
             h = h + float(self.final_frac) * (1.0 - h)
         if self.warmup_steps > 0:
-            h = np.minimum(1.0, (t + 1.0) / self.warmup_steps) * h
+            h = np.minimum(1.0, (t + (0.0 if self.warmup_from_zero else 1.0)) / self.warmup_steps) * h
         return h
 
     def __call__(self, t: float) -> float:
