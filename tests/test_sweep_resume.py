@@ -34,6 +34,11 @@ def test_sweep_dir_from_the_overrides_group_or_the_user():
     assert _sweep_dir(["-m", "group=paper_fig2", "opt=sf_adamw,sgd"]) == "multirun/paper_fig2"
     assert _sweep_dir(["-m", "opt=sf_adamw,sgd", "hydra.sweep.dir=mine"]) is None
     assert _sweep_dir(["-m"]) == "multirun/default"
+    # an experiment preset names its own group: the directory its docs and header give
+    assert _sweep_dir(["-m", "experiment=sfs_distill_shakespeare", "smoke=true"]) == \
+        "multirun/sfs_distill_shakespeare_smoke"
+    assert _sweep_dir(["-m", "experiment=sfs_distill_shakespeare"]) == "multirun/sfs_distill_shakespeare"
+    assert _sweep_dir(["-m", "experiment=sfs_cifar_bound", "group=mine"]) == "multirun/mine"
     long = _sweep_dir(["-m", *[f"+task.k{i}=v{i}" for i in range(30)]])
     assert len(long) <= len("multirun/") + 120
 

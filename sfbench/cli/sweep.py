@@ -95,11 +95,38 @@ def sweep_dir(argv: list[str]) -> str | None:
         value = arg.split("=", 1)[1]
         if key == "group" and value not in ("", "null") and "," not in value:
             return f"{SWEEP_ROOT}/{run_name(value)}"
+    group = _preset_group(overrides, keys)
+    if group:
+        return f"{SWEEP_ROOT}/{run_name(group)}"
     config = yaml.safe_load((config_dir() / "config.yaml").read_text())
     excluded = set(config["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"])
     own = sorted(a for a, k in zip(overrides, keys) if not (k == "hydra" or k.startswith(("hydra.", "hydra/")))
                  and k not in excluded)
     return f"{SWEEP_ROOT}/{run_name(','.join(own))}"
+
+
+def _preset_group(overrides: list[str], keys: list[str]) -> str | None:
+    """The `group` an experiment preset names (e.g. sfs_distill_shakespeare_smoke with smoke=true), composed from the
+    command's single-valued overrides; None without a preset or where it names none."""
+    if "experiment" not in keys:
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    fixed = [a for a, k in zip(overrides, keys) if "," not in a.split("=", 1)[1]
+             and not (k == "hydra" or k.startswith(("hydra.", "hydra/")))]
+    was = GlobalHydra.instance().is_initialized()
+    try:
+        if was:
+            return None
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+            group = compose("config", overrides=fixed).get("group")
+    except Exception:          # a composition error is reported by the run itself, with its one line
+        return None
+    finally:
+        if not was:
+            GlobalHydra.instance().clear()
+    return str(group) if group not in (None, "") else None
 
 
 def sweep_value(summary: dict | None) -> float | None:
