@@ -115,6 +115,7 @@ def _preset_group(overrides: list[str], keys: list[str]) -> str | None:
 
     fixed = [a for a, k in zip(overrides, keys) if "," not in a.split("=", 1)[1]
              and not (k == "hydra" or k.startswith(("hydra.", "hydra/")))]
+    register_resolvers()
     was = GlobalHydra.instance().is_initialized()
     try:
         if was:
