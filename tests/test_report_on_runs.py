@@ -74,3 +74,26 @@ def test_the_report_shows_the_fit_the_run_stored(tmp_path, sfbench_env):
         for key in ("C", "M", "D", "rmse", "n_used", "method"):
             assert run["fit"][key] == stored[key], key
         assert run["fit_target"] == stored["target"] == curve["target"]
+
+
+def test_a_run_that_ends_above_its_start_is_flagged(tmp_path, sfbench_env):
+    """A step size far too large: the run does not diverge by the loss test (trainer.diverge_above raised) but ends
+    above its first evaluation. summary.json says so, the run's closing line and the sweep table say so, and the
+    report flags it; a healthy run is not flagged."""
+    env = subprocess_env(sfbench_env)
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "sfbench", "-m", "task=quadratic", "opt=sgd", "sched=constant",
+                           "trainer.steps=60", "trainer.eval_every=10", "trainer.diverge_above=null",
+                           "opt.momentum=0.0", "opt.lr=0.01,60", "logger=none", f"hydra.sweep.dir={out}"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in out.rglob("summary.json")}
+    bad = next(s for name, s in summaries.items() if "opt.lr=60" in name)
+    good = next(s for name, s in summaries.items() if "opt.lr=0.01" in name)
+    assert bad["status"] == "completed" and bad["ended_above_start"]["final"] > bad["ended_above_start"]["first"]
+    assert "ended_above_start" not in good
+    assert "ended above its start" in proc.stdout + proc.stderr and "(above its start)" in proc.stdout
+    report = build_report(out, wandb=False)
+    flags = {r["run"]: r["above_start"] for r in report["runs"]}
+    assert [name for name, flag in flags.items() if flag] == [n for n in flags if "opt.lr=60" in n]
+    assert "(above its start)" in (out / "report" / "report.html").read_text()

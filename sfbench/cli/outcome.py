@@ -78,6 +78,9 @@ def describe_run(summary: dict | None, run_dir: Path) -> list[str]:
         head += f" — final {key} {_num(final[key])}{where}"
         if others:
             head += " (" + ", ".join(f"{k} {_num(final[k])}" for k in others) + ")"
+    above = summary.get("ended_above_start")
+    if isinstance(above, dict):
+        head += f" — ended above its start ({above.get('metric')} {_num(above.get('first'))} at the first evaluation)"
     theory = summary.get("theory") if isinstance(summary.get("theory"), dict) else {}
     if theory.get("bound"):
         head += f"; bound [{theory['bound']}]" + (f" ({theory['bound_kind']})" if theory.get("bound_kind") else "") \
@@ -136,6 +139,7 @@ def sweep_rows(sweep: Path) -> list[dict]:
                      "lr": None if pep else opt.get("lr"),
                      "cap": not pep and lr_is_cap({"opt.lr_rule": opt.get("lr_rule")}),
                      "status": summary.get("status", "unknown"),
+                     "above_start": isinstance(summary.get("ended_above_start"), dict),
                      "steps": f"{_num(summary.get('steps_done'))}/{_num(summary.get('total_steps'))}",
                      "metric": key, "final": final.get(key) if key else None,
                      "fit": f"PEP, T ≤ {final.get('pep/T')}" if pep else fit_state(summary)})
@@ -151,7 +155,8 @@ def describe_sweep(sweep: Path) -> list[str]:
     table = [["run", "method", "lr", "status", "steps", " / ".join(metrics) or "final", "bound"]]
     for name, r in zip(names, rows):
         lr = "–" if r["lr"] is None else _num(r["lr"]) + (" (cap)" if r["cap"] else "")
-        table.append([name, r["method"], lr, r["status"], r["steps"],
+        table.append([name, r["method"], lr, r["status"] + (" (above its start)" if r.get("above_start") else ""),
+                      r["steps"],
                       _num(r["final"]) if r["final"] is not None else "–", r["fit"]])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     statuses: dict[str, int] = {}

@@ -81,6 +81,7 @@ class Run:
     fit_observed: np.ndarray | None = None
     fit_target: str | None = None    # what was fitted: the metric, or "train/loss (smoothed)"
     nothing_logged: str | None = None  # no finite value of the metric yet (a live sweep's early run)
+    above_start: bool = False        # the final metric is above its first logged value (a run that got worse)
 
     @property
     def left_out(self) -> str | None:
@@ -320,6 +321,10 @@ def observe(run: Run, metric: str) -> None:
         run.final = _float(final)
         if not math.isfinite(run.final):
             run.nothing_logged = f"no finite {metric} logged" + (" yet" if run.status in ("running", "preempted") else "")
+    if run.status != "diverged" and finite.any() and values[np.flatnonzero(finite)[0]] < run.final:
+        run.above_start = True
+        run.notes.append(f"ended above its start: {metric} {values[np.flatnonzero(finite)[0]]:.4g} at the first "
+                         f"evaluation, {run.final:.4g} at the end")
     run.kind = _kind(run)
     bound = run.column("theory/bound").to_numpy(dtype=np.float64)
     ok = np.isfinite(bound)
@@ -746,7 +751,8 @@ def run_record(run: Run) -> dict:
     return {"run": run.name, "task": run.task, "method": run.method, "choice": run.opt_choice,
             "optimizer": run.optimizer, "schedule": run.schedule, "lr": run.lr, "lr_role": run.lr_role,
             "seed": run.seed, "status": run.status, "steps_done": run.summary.get("steps_done"),
-            "steps": run.horizon, "metric": run.metric, "final": run.final, "predicted": run.predicted,
+            "steps": run.horizon, "metric": run.metric, "final": run.final, "above_start": run.above_start,
+            "predicted": run.predicted,
             "bound": run.kind, "bound_kind": run.bound_kind, "D": D, "D_source": source,
             "fit_target": run.fit_target, "fit": run.fit.to_dict() if run.fit is not None else None,
             "notes": list(run.notes) + ([f"left out of the plots: {run.left_out}"] if run.left_out else [])}

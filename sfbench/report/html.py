@@ -208,11 +208,13 @@ def render(report: dict) -> str:
     runs = report["runs"]
     parts.append(table(["run", "task", "method", "lr", "seed", "status", "steps", "final metric", "final bound",
                         "bound", "notes"],
-                       [[r["run"], r["task"], r.get("method"), r["lr"], r["seed"], r["status"],
+                       [[r["run"], r["task"], r.get("method"), r["lr"], r["seed"],
+                         r["status"] + (" (above its start)" if r.get("above_start") else ""),
                          f"{fmt(r['steps_done'])}/{fmt(r['steps'])}", r["final"], r["predicted"],
                          bound_label(r["bound"], r.get("bound_kind")), "; ".join(r["notes"])] for r in runs],
                        left=3, left_last=True, run_col=0,
-                       row_class=[r["status"] if r["status"] in ("diverged", "failed") else "" for r in runs]))
+                       row_class=[r["status"] if r["status"] in ("diverged", "failed") else
+                                  "diverged" if r.get("above_start") else "" for r in runs]))
 
     parts.append("<h2>How these numbers are made</h2><ul class=\"notes\">"
                  + "".join(f"<li>{e(n)}</li>" for n in report["method_notes"]) + "</ul>")

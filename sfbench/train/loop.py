@@ -327,6 +327,20 @@ class Trainer:
              "fitted": fit.to_dict(curve=True)["curve"]}, allow_nan=False, default=str) + "\n")
         return out
 
+    def _above_start(self, final: dict) -> dict | None:
+        """The evaluated metric (eval/subopt, else eval/loss) at the end against its first evaluation: {metric, first,
+        final} when the run ended above where it started — a run that got worse, flagged beside its status."""
+        from ..tracking.run_record import iter_metrics
+
+        key = next((k for k in ("eval/subopt", "eval/loss") if k in final), None)
+        if key is None or not self.dist_is_main:
+            return None
+        first = next((r[key] for r in iter_metrics(self.record.dir / "metrics.jsonl") if key in r), None)
+        end = final[key]
+        if isinstance(first, (int, float)) and isinstance(end, (int, float)) and end > first:
+            return {"metric": key, "first": first, "final": end}
+        return None
+
     # -- the run -----------------------------------------------------------------------------------------------------
     def run(self) -> dict:
         """Train (or resume) the run. Raises `RunLocked` when another process writes the directory, `RecordDamaged`
@@ -564,7 +578,7 @@ class Trainer:
                 theory_summary["fit"] = self._fit_theory(theory)
         summary = self.record.write_summary(status, steps_done=steps_done, final=final,
                                             wall_s=time.time() - started, task=self.task.summary(),
-                                            theory=theory_summary,
+                                            theory=theory_summary, ended_above_start=self._above_start(final),
                                             evaluation={**cadence.summary(), "at": "x" if hasattr(opt, "eval")
                                                         and hasattr(opt, "train") else "the last iterate"})
         self.sink.summary({"status": status, "steps_done": steps_done, **final})
