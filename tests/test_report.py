@@ -726,6 +726,11 @@ def test_wandb_offline_summary_run(tmp_path, wandb_offline, capsys):
         assert items[f"{key}_table._type"] == "table-file"
     # each fit chart holds two lines (observed, fitted) of one point per evaluation
     assert {items[f"{k}_table.nrows"] for k in fits} == {2 * (T // EVAL_EVERY)}
+    # the report made again continues the same W&B run (one run per report directory, not one per call)
+    first_id = report["wandb"]["id"]
+    assert main([str(root)]) == 0
+    assert json.loads((root / "report" / "report.json").read_text())["wandb"]["id"] == first_id
+    assert first_id == run.get("run_id", first_id)
 
 
 def _select(filters: list[dict], config: dict, group: str) -> bool:

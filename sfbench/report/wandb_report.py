@@ -7,6 +7,7 @@ Online when a W&B account is configured, else offline under OUT/wandb/ (the same
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,11 @@ def log_report(report: dict, runs, out: Path, *, mode: str | None = None) -> dic
     group = group_of(runs, report["source_name"])
     settings = wandb.Settings(save_code=False, console="off", silent=True, quiet=True, init_timeout=60,
                               reinit="finish_previous")
+    # one W&B run per report directory: a report made again continues it (a new step) instead of adding a run
+    run_id = "report-" + hashlib.sha1(str(out).encode()).hexdigest()[:16]
     run = wandb.init(project=_logger_setting(runs, "project", "sfbench"), entity=_logger_setting(runs, "entity"),
-                     dir=out, group=group, job_type="report", name=f"report-{group}", mode=mode,
+                     dir=out, group=group, job_type="report", name=f"report-{group}", mode=mode, id=run_id,
+                     resume="allow",
                      config={"source": report["source"], "metric": report["metric"], "n_runs": report["n_runs"]},
                      settings=settings)
     try:

@@ -127,6 +127,9 @@ def teacher(root: Path, kind: str = "gpt2", steps: int = 200) -> Path:
         return target
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM
 
+    from .text import quiet_transformers
+
+    quiet_transformers()
     tok = AutoTokenizer.from_pretrained(tokenizer(root))
     ids = np.asarray(tok.encode(text(root).read_text(encoding="utf-8")), dtype=np.int64)
     torch.manual_seed(0)

@@ -23,17 +23,10 @@ from typing import Any
 import torch
 
 from .base import ConfigError
+from .text import quiet_transformers
 from .gpt_model import gpt2, logits_of, model_class, next_token_ce
 
 TEACHER_FORMAT = 1
-
-
-def quiet_transformers() -> None:
-    """transformers' own progress bars ("Loading weights", "Writing model shards") are noise in run logs."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
 
 
 def load_hub_teacher(name_or_path: str, device: torch.device) -> torch.nn.Module:

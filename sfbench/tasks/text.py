@@ -76,6 +76,15 @@ class DataError(ValueError):
 # 1. Text sources
 # --------------------------------------------------------------------------- #
 
+
+def quiet_transformers() -> None:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") and warnings meant for its
+    pipelines ("Token indices sequence length is longer than …": sfbench cuts windows itself) are noise in run logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
 def load_text(
     source: str = "shakespeare",
     path: Optional[PathLike] = None,
@@ -367,6 +376,8 @@ class HFTokenizer:
             )
         try:
             import transformers
+
+            quiet_transformers()
         except ImportError as e:
             raise DataError(
                 f"tokenizer {spec!r} needs the 'transformers' package; install it with "
