@@ -136,7 +136,7 @@ def render(report: dict) -> str:
                       "dotted: a run that diverged.",
             "fits": "Each run's fitted series (solid: the evaluated metric, or the smoothed training loss where a "
                     "run has fewer than 8 evaluations) and the bound fitted to it, C + M·(D²·a<sub>T</sub> + "
-                    "b<sub>T</sub>) with C at or above the metric's floor (dashed, same colour) — ALGORITHMS.md "
+                    "b<sub>T</sub>) with C at or above the metric's floor (dashed, same colour) — docs/theory.md "
                     "[C4]. Parameters in the table below.",
             "lr": "Final metric against the swept step size, one panel per method (completed runs, mean over seeds; "
                   "y shared): dashed line and ▼: predicted best lr; ★: observed best; ×: diverged. SF-Polyak's "
