@@ -166,6 +166,10 @@ def _train(config, data, vocab_size, block_size, target: Path, seed, device) -> 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if bar.disable and step + 1 == min(10, steps):        # the time it will take, once it can be measured
+            per_step = (time.time() - start) / (step + 1)
+            print(f"sfbench: teacher: about {per_step * steps:.0f} s for {steps} steps ({per_step * 1e3:.0f} ms a "
+                  f"step here)", file=sys.stderr)
         if bar.disable and time.time() - last_print > 30:
             print(f"sfbench: teacher step {step + 1}/{steps} loss {loss.item():.3f}", file=sys.stderr)
             last_print = time.time()
