@@ -157,8 +157,11 @@ def test_every_referenced_png_exists(sweep):
     html = (out / "report.html").read_text()
     srcs = re.findall(r'<img[^>]*\bsrc="([^"]+)"', html)
     kinds = {f["kind"] for f in report["figures"]}
-    assert kinds == {"curves", "fits", "lr"}                               # one task: no performance profile
+    assert kinds == {"best", "lr_all", "curves", "fits", "lr"}             # one task: no performance profile
     assert sorted(srcs) == sorted(f["file"] for f in report["figures"])
+    # comparison first: the methods side by side, then the per-method detail
+    order = [f["kind"] for f in sorted(report["figures"], key=lambda f: html.index(f["file"]))]
+    assert order[:2] == ["best", "lr_all"]
     for src in srcs:
         path = out / src
         assert path.is_file(), src
@@ -553,7 +556,7 @@ def test_log_y_axes_are_labelled_over_their_range():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from sfbench.report.figures import _plain_log_y
+    from sfbench.report.figures import plain_log_y
 
     def labels(lo: float, hi: float) -> dict[float, str]:
         fig = Figure()
@@ -562,7 +565,7 @@ def test_log_y_axes_are_labelled_over_their_range():
         ax.plot([0, 1], [lo, hi])
         ax.set_yscale("log")
         ax.set_ylim(lo, hi)
-        _plain_log_y(ax)
+        plain_log_y(ax)
         fig.canvas.draw()
         ticks = ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
         return {t.get_loc(): t.label1.get_text() for t in ticks

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from . import data, figures, html, pep
+from . import compare, data, figures, html, pep
 from .data import ReportError, analyze, json_safe, load
 
 __all__ = ["ReportError", "analyze", "build_report", "load"]
@@ -122,6 +122,9 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
             figs.append({"file": p.name, "title": title, "task": task, "kind": kind})
 
     for task, label in sorted(tasks.items(), key=lambda kv: kv[1]):
+        draw("best", f"{label}: each method at its best lr", label, lambda: compare.best_runs(runs, task, out))
+        draw("lr_all", f"{label}: final metric against the lr, every method", label,
+             lambda: compare.lr_overview(runs, task, out))
         draw("curves", f"{label}: evaluated metric and training loss", label, lambda: figures.curves(runs, task, out))
         draw("fits", f"{label}: fitted bounds", label, lambda: figures.fits(runs, task, out))
         draw("lr", f"{label}: learning-rate sensitivity", label,

@@ -177,7 +177,7 @@ def curves(runs: list[Run], task: str, out: Path) -> Path | None:
     if _positive(all_values + positive_only):
         for ax in axes:
             ax.set_yscale("log")
-            _plain_log_y(ax)
+            plain_log_y(ax)
     ncols = min(3, len(methods))
     _suptitle(fig, f"{task}: {metric} evaluated at x (solid; mean over seeds, band = min–max)"
                    + (" and the smoothed training loss (dashed)" if any_train else ""), ncols)
@@ -228,14 +228,14 @@ def fits(runs: list[Run], task: str, out: Path) -> Path | None:
     if _positive(all_values):
         for ax in axes:
             ax.set_yscale("log")
-            _plain_log_y(ax)
+            plain_log_y(ax)
     _suptitle(fig, f"{task}: observed (solid) and the fitted bound C + M·bound [C4] (dashed)", min(3, len(methods)))
     path = out / f"fits_{slug(task)}.png"
     _save(fig, path)
     return path
 
 
-def _lr_axis(ax, swept: list[float], extra: list[float]) -> None:
+def lr_axis(ax, swept: list[float], extra: list[float]) -> None:
     """Log x axis over the swept values and `extra` (predictions), labelled over its whole range: the swept values
     first, then 1-2-5 steps (decades only over more than three decades) where they don't crowd a label."""
     values = sorted({v for v in swept + extra if v > 0 and math.isfinite(v)})
@@ -262,7 +262,7 @@ def _mantissa(v: float) -> float:
     return round(v / 10.0 ** math.floor(math.log10(v) + 1e-9), 6) if v > 0 else 0.0
 
 
-def _plain_log_y(ax) -> None:
+def plain_log_y(ax) -> None:
     """Log y with plain numbers (0.4, not 4×10⁻¹), labelled over the whole axis: every minor tick too when the axis
     spans under a decade; the 2s and 5s when fewer than two powers of ten fall inside it (a 0.0015–0.05 axis would
     otherwise carry the single label 0.01)."""
@@ -338,7 +338,7 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
                                       label=name + (" (off the axis →)" if pred > swept[-1] else " (← off the axis)")))
         elif group[0].lr_role == "cap":
             handles.append(Line2D([], [], color="none", label="adaptive step: no lr prediction"))
-        _lr_axis(ax, swept, extra)
+        lr_axis(ax, swept, extra)
         if logy:
             ax.set_yscale("log")
         _title(ax, method, group)
@@ -350,7 +350,7 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
             ax.legend(handles=handles, fontsize=7)
     if logy:
         for ax in axes:                      # after every panel is drawn: the shared y limits are final
-            _plain_log_y(ax)
+            plain_log_y(ax)
     _suptitle(fig, f"{task}: final {metric} against the swept step size, per method", min(3, len(methods)))
     path = out / f"lr_{slug(task)}.png"
     _save(fig, path)

@@ -130,6 +130,11 @@ def render(report: dict) -> str:
                                  ", ".join(fmt(v, 3) for v in m["lrs"]), m["runs"], m["fitted"],
                                  bound_label(m["bound"], m.get("bound_kind"))] for m in methods], left=5))
         captions = {
+            "best": "Every method at its best lr (the one with the lowest mean final metric over seeds), on one axis: "
+                    "the evaluated metric over steps, mean over seeds with their min–max band.",
+            "lr_all": "The final metric against the swept lr, every method a line (mean over seeds); methods whose "
+                      "opt.lr caps an adaptive step on their own axis. ○: a run that ended above its first "
+                      "evaluation; ×: diverged. The y range is set by the healthy runs.",
             "curves": "One panel per method. Solid: the evaluated metric at x (the averaged point; the iterate for "
                       "baselines), mean over seeds with their min–max band; dashed: the smoothed training loss "
                       "(block means of the minibatch loss at y, minus f* next to f − f*). One colour per step size; "
