@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from .data import Run, smoothed_train
@@ -102,6 +102,17 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=DPI, facecolor="white")
 
 
+def _ticks(axes, log_y: bool) -> None:
+    """Step axes in whole steps; y log with plain labels, or linear with at least four labels."""
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if log_y:
+            ax.set_yscale("log")
+            plain_log_y(ax)
+        else:
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=6, min_n_ticks=4))
+
+
 def _label(runs: list[Run], task: str) -> str:
     return task
 
@@ -174,10 +185,7 @@ def curves(runs: list[Run], task: str, out: Path) -> Path | None:
             ax.legend(handles=handles + style, fontsize=7)
         if not plotted:
             ax.text(0.5, 0.5, f"no {metric} logged", ha="center", va="center", transform=ax.transAxes)
-    if _positive(all_values + positive_only):
-        for ax in axes:
-            ax.set_yscale("log")
-            plain_log_y(ax)
+    _ticks(axes, _positive(all_values + positive_only))
     ncols = min(3, len(methods))
     _suptitle(fig, f"{task}: {metric} evaluated at x (solid; mean over seeds, band = min–max)"
                    + (" and the smoothed training loss (dashed)" if any_train else ""), ncols)
@@ -197,7 +205,7 @@ def fits(runs: list[Run], task: str, out: Path) -> Path | None:
     all_values = []
     for ax, (method, members) in zip(axes, sorted(methods.items())):
         handles, seen, targets = [], set(), set()
-        fitted = 0
+        fitted, raw_drawn = 0, False
         for r in sorted(members, key=lambda r: (r.lr, str(r.seed))):
             if r.fit is None or not r.fit.ok or r.fit_steps is None:
                 continue
@@ -206,6 +214,11 @@ def fits(runs: list[Run], task: str, out: Path) -> Path | None:
             ax.plot(r.fit_steps, r.fit_observed, color=color, lw=1.2, alpha=0.85, marker="o" if few else None, ms=3)
             ax.plot(r.fit_steps, r.fit.curve, color=color, lw=1.6, ls="--")
             all_values.extend(np.asarray(r.fit_observed).tolist() + np.asarray(r.fit.curve).tolist())
+            if r.bound_kind == "bound" and (r.fit_target or metric) == "eval/subopt":
+                raw = _series(r, "theory/bound")       # a theorem here: the bound itself beside f − f*
+                ax.plot(raw.index, raw.to_numpy(), color=color, lw=1.1, ls=":")
+                all_values.extend(raw.to_numpy().tolist())
+                raw_drawn = True
             targets.add(r.fit_target or metric)
             fitted += 1
             if r.lr not in seen:
@@ -219,16 +232,15 @@ def fits(runs: list[Run], task: str, out: Path) -> Path | None:
         if fitted:
             handles += [Line2D([], [], color="gray", lw=1.2, label="observed"),
                         Line2D([], [], color="gray", lw=1.6, ls="--", label="fitted C + M·bound")]
+            if raw_drawn:
+                handles.append(Line2D([], [], color="gray", lw=1.1, ls=":", label="the bound (a theorem here)"))
             ax.legend(handles=handles, fontsize=7)
         else:
             reasons = {("no theory columns" if r.kind is None else "diverged" if r.status == "diverged"
                         else "fit failed") for r in members}
             ax.text(0.5, 0.5, wrap("no fit: " + ", ".join(sorted(reasons)), PANEL_W - 0.6, 9), ha="center",
                     va="center", transform=ax.transAxes, fontsize=9)
-    if _positive(all_values):
-        for ax in axes:
-            ax.set_yscale("log")
-            plain_log_y(ax)
+    _ticks(axes, _positive(all_values))
     _suptitle(fig, f"{task}: observed (solid) and the fitted bound C + M·bound [C4] (dashed)", min(3, len(methods)))
     path = out / f"fits_{slug(task)}.png"
     _save(fig, path)
@@ -264,8 +276,8 @@ def _mantissa(v: float) -> float:
 
 def plain_log_y(ax) -> None:
     """Log y with plain numbers (0.4, not 4×10⁻¹), labelled over the whole axis: every minor tick too when the axis
-    spans under a decade; the 2s and 5s when fewer than two powers of ten fall inside it (a 0.0015–0.05 axis would
-    otherwise carry the single label 0.01)."""
+    spans under a decade; the 2s and 5s when fewer than four powers of ten fall inside it (a 0.0015–0.05 axis would
+    otherwise carry the single label 0.01, a 0.008–1.1 axis three)."""
     lo, hi = ax.get_ylim()
     fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
     ax.yaxis.set_major_formatter(fmt)
@@ -275,7 +287,7 @@ def plain_log_y(ax) -> None:
         digits = max(2, math.ceil(-math.log10((hi - lo) / hi)) + 1) if hi > lo else 3
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.{digits}g}"))
         ax.tick_params(axis="y", which="minor", labelsize=7)
-    elif decades < 2:
+    elif decades < 4:           # at least four labels: with only 2–3 powers of ten inside, the 2s and 5s too
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.2g}" if _mantissa(v) in (2.0, 5.0) else ""))
         ax.tick_params(axis="y", which="minor", labelsize=7)
     else:

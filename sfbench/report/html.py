@@ -19,8 +19,7 @@ figcaption { font-size: 0.9em; color: #444; margin-top: 4px; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 8px 0 16px 0; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-align: top; }
-td.run { text-align: left; font-family: monospace; font-size: 0.92em; word-break: break-all; min-width: 14em;
-         max-width: 28em; }
+td.run { text-align: left; overflow-wrap: anywhere; min-width: 14em; max-width: 28em; }
 td.note { text-align: left; max-width: 30em; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 tr.diverged td { color: #888; } tr.failed td { color: #888; }
