@@ -779,11 +779,22 @@ def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypat
     report = json.loads((root / "report" / "report.json").read_text())
     assert data["group"] == "dashgroup" and data["project"] == "sfbench" and report["wandb_dashboard"]["mode"] == "offline"
     blocks = data["spec"]["spec"]["blocks"]
-    grids = [b for b in blocks if b["type"] == "panel-grid"]
     configs = {d.name: (yaml.safe_load((d / "config.yaml").read_text()), d.name) for d in root.iterdir()
                if (d / "config.yaml").is_file()}
     methods = {m["method"]: m for m in report["methods"]}
-    assert len(grids) == len(methods) == 3
+    every = [b for b in blocks if b["type"] == "panel-grid"]
+    # comparison first: each method at its best lr, then every method against the lr, then one grid per method
+    [at_best, *_] = every
+    best = {b["method"]: b["observed"] for b in report["prediction"]["best_lr"]}
+    assert sorted(r["name"] for r in at_best["metadata"]["runSets"]) == \
+        sorted(f"{m} @ {best[m]:.3g}" for m in methods)
+    for runset in at_best["metadata"]["runSets"]:
+        method = runset["name"].split(" @ ")[0]
+        selected = {name for name, (cfg, _) in configs.items()
+                    if _select(runset["filters"]["filters"], cfg, cfg["group"])}
+        assert selected == {f"{method}-{best[method]}"}                   # the method's best run, only
+    grids = [b for b in every if [r["name"] for r in b["metadata"]["runSets"]] in [[m] for m in methods]]
+    assert len(grids) == len(methods) == 3 and every.index(grids[0]) > every.index(at_best)
     for grid in grids:
         [runset] = grid["metadata"]["runSets"]
         selected = {name for name, (cfg, _) in configs.items()
@@ -812,7 +823,7 @@ def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypat
     assert "W&B dashboard saved: https://wandb.example/me/sfbench" in capsys.readouterr().out
     [dash] = saved
     grids = [b for b in dash.blocks if isinstance(b, wr.PanelGrid)]
-    assert len(grids) == 3 and all(g.runsets[0].entity == "me" and g.runsets[0].project == "sfbench" for g in grids)
+    assert len(grids) == 3 + 3 and all(r.entity == "me" and r.project == "sfbench" for g in grids for r in g.runsets)
     assert main(["--publish-dashboard", str(tmp_path / "nope.json")]) == 2
 
     # runs trained with logger=none: the spec is written, and the user is told its run sets will be empty

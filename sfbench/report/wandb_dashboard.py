@@ -5,6 +5,8 @@
 
 What it holds, per task:
 
+- first, the methods side by side: each method at its best lr on one line plot, and final metric against opt.lr
+  with every method on one scatter (methods whose opt.lr is a cap on their own);
 - one section per method (identity.py: the optimizer's config choice plus what varies within it), whose run set
   selects exactly that method's runs by their config (`choices.opt`, the varying keys, the task) and the sweep's W&B
   group: the evaluated metric with `theory/bound` overlaid (log y, one pair of lines per run), the training loss
@@ -97,11 +99,12 @@ def build(report: dict, *, entity: str, project: str, group: str | None, scoped:
     blocks: list = [wr.P(f"sfbench sweep {report['source']}: {report['n_runs']} runs, "
                          + ", ".join(f"{t}: {m}" for t, m in report["metric"].items())
                          + ". Made by `python -m sfbench.report --wandb-dashboard`; the same numbers as report.html.")]
+    where = {"entity": entity, "project": project} if scoped else {}
     for task in report["tasks"]:
         metric = report["metric"].get(task, "eval/loss")
         blocks.append(wr.H2(task))
+        blocks += _comparison(wr, report, task, metric, [m for m in methods if m["task"] == task], group, where)
         for m in (m for m in methods if m["task"] == task):
-            where = {"entity": entity, "project": project} if scoped else {}
             runset = wr.Runset(name=m["method"], filters=_filters(m["select"], group), **where)
             swept = "cap γ_max (opt.lr)" if m["lr_role"] == "cap" else "base lr (opt.lr)"
             panels = [
@@ -120,6 +123,31 @@ def build(report: dict, *, entity: str, project: str, group: str | None, scoped:
     return wr.Report(project=project, entity=entity, title=title,
                      description="Per method: the evaluated metric with theory/bound, lr sensitivity; predictions.",
                      blocks=blocks, width="fluid")
+
+
+def _comparison(wr, report: dict, task: str, metric: str, methods: list[dict], group: str | None,
+                where: dict) -> list:
+    """The methods side by side, first: each at its best lr (one run set per method, its observed best lr) on one
+    line plot; then final metric against opt.lr with every method on one scatter (caps on a scatter of their own)."""
+    best = {b["method"]: b["observed"] for b in report["prediction"]["best_lr"]
+            if b["task"] == task and b.get("observed") is not None}
+    at_best = [wr.Runset(name=f"{m['method']} @ {_fmt(best[m['method']])}", **where,
+                         filters=_filters(m["select"] + [["opt.lr", best[m["method"]]]], group))
+               for m in methods if m["method"] in best]
+    out = [wr.H3(f"{task}: the methods side by side")]
+    if at_best:
+        out.append(wr.PanelGrid(runsets=at_best, panels=[
+            wr.LinePlot(title=f"{task}: each method at its best lr — {metric}", x="step", y=[metric], log_y=True,
+                        title_x="step", title_y=metric)]))
+    for role, swept in (("base lr", "base lr (opt.lr)"), ("cap", "cap γ_max (opt.lr)")):
+        members = [m for m in methods if m["lr_role"] == role]
+        if members:
+            out.append(wr.PanelGrid(
+                runsets=[wr.Runset(name=f"{m['method']} (all lrs)", filters=_filters(m["select"], group), **where)
+                         for m in members],
+                panels=[wr.ScatterPlot(title=f"{task}: final {metric} against {swept}, every method",
+                                       x=wr.Config("opt.lr"), y=wr.SummaryMetric(metric), log_x=True, log_y=True)]))
+    return out
 
 
 def spec(dashboard) -> dict:
