@@ -1,4 +1,4 @@
-"""sfbench.theory.bounds against ALGORITHMS.md section C: closed forms, the literal sums, and [C1] holding on a
+"""sfbench.theory.bounds against docs/theory.md section C: closed forms, the literal sums, and [C1] holding on a
 convex problem."""
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_fused_cuda_matches_eager(make, polyak):
 
 
 def test_cuda_matches_schedulefree():
-    """ALGORITHMS.md A: default SF-AdamW equals schedulefree.AdamWScheduleFree, here on CUDA tensors (float64)."""
+    """docs/theory.md A: default SF-AdamW equals schedulefree.AdamWScheduleFree, here on CUDA tensors (float64)."""
     schedulefree = pytest.importorskip("schedulefree")
     ours_model, ref_model = make_model(torch.float64), make_model(torch.float64)
     ours = SFAdamW(ours_model.parameters(), lr=0.01, weight_decay=0.01)

@@ -1,4 +1,4 @@
-"""The bound every run logs is a bound (docs/theory.md; ALGORITHMS.md [C1], [C3]).
+"""The bound every run logs is a bound (docs/theory.md; docs/theory.md [C1], [C3]).
 
 A sceptical reviewer's check, as the issue states it: on convex Lipschitz non-smooth problems (|w| from w₀ = 1, least
 absolute deviations, a hinge-loss classifier), with every schedule (constant, warm-up + cosine, wsd, linear), every

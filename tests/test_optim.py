@@ -1,4 +1,4 @@
-"""sfbench.optim against the reference package and against the properties of ALGORITHMS.md section A and [B1]."""
+"""sfbench.optim against the reference package and against the properties of docs/theory.md section A and [B1]."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ WARMUP_LRS_STEPS = 120
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
 @pytest.mark.parametrize("foreach", [True, False])
 def test_parity_with_schedulefree(base, r, weight_decay, foreach):
-    """Default SF-AdamW / SF-SGD equal schedulefree's on the same lr sequence (ALGORITHMS.md A, last property)."""
+    """Default SF-AdamW / SF-SGD equal schedulefree's on the same lr sequence (docs/theory.md A, last property)."""
     base_lr = 0.05 if base == "adam" else 0.5
     # A warm-up then cosine sequence of learning rates, driven through our schedule + LambdaLR on our side
     # and written into the reference's param groups by hand (its own warmup_steps stays 0).
@@ -208,7 +208,7 @@ def test_beta_one_is_heavy_ball(weighting):
 
 
 def test_uniform_heavy_ball_second_step():
-    """ALGORITHMS.md A: with uniform weights, x_2 = x_1 − γ_1 g_1 / 2."""
+    """docs/theory.md A: with uniform weights, x_2 = x_1 − γ_1 g_1 / 2."""
     lrs = [0.3, 0.2]
     seen = []
     run_single(lambda p: SFSGD(p, lr=0.3, momentum=1.0, weighting="uniform"), 2, lrs,
@@ -218,7 +218,7 @@ def test_uniform_heavy_ball_second_step():
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
 def test_poly_alpha_zero_is_plain_sgd(beta):
-    """`poly` with α = 0 gives c ≡ 1, so x = z = y: plain SGD, whatever β (ALGORITHMS.md A)."""
+    """`poly` with α = 0 gives c ≡ 1, so x = z = y: plain SGD, whatever β (docs/theory.md A)."""
     lrs = [0.2 / (1 + t) ** 0.3 for t in range(25)]
     ref = torch.nn.Parameter(torch.linspace(1.0, 2.0, 5, dtype=F64))
     sgd = torch.optim.SGD([ref], lr=0.2)
@@ -249,7 +249,7 @@ def test_poly_alpha_zero_adam_is_adam_without_momentum():
 
 @pytest.mark.parametrize("weighting", ["uniform", "lr_power", "lr", "poly"])
 def test_beta_zero_is_sgd_with_weighted_average(weighting):
-    """β = 0: y = z are plain SGD iterates and x is the w-weighted average of z_1 … z_{t+1} (ALGORITHMS.md A)."""
+    """β = 0: y = z are plain SGD iterates and x is the w-weighted average of z_1 … z_{t+1} (docs/theory.md A)."""
     lrs = [0.15 * min(1.0, (t + 1) / 5) for t in range(20)]
     ref = torch.nn.Parameter(torch.linspace(1.0, 2.0, 5, dtype=F64))
     sgd = torch.optim.SGD([ref], lr=0.1)

@@ -1,4 +1,4 @@
-"""sfbench.pep: PEPs for schedule-free SGD on L-smooth nonconvex functions (ALGORITHMS.md section D, [A1]–[A5]).
+"""sfbench.pep: PEPs for schedule-free SGD on L-smooth nonconvex functions (docs/theory.md section D, [A1]–[A5]).
 
 The checks are against theory and independent constructions, not against numbers this module printed:
 GD's closed form and PEPit's own GD example, heavy-ball written out by hand (SF with β = 1, [A] properties), the

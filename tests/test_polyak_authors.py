@@ -1,4 +1,4 @@
-"""SF-Polyak with its authors' settings, and the IAM baselines (ALGORITHMS.md [B1]; SFS; the authors' public
+"""SF-Polyak with its authors' settings, and the IAM baselines (docs/theory.md [B1]; SFS; the authors' public
 AdamWScheduleP / SGDScheduleP / IAMS code, read, not copied).
 
 - The default SF-Polyak step is [B1] with β = 0.9, and the averaging weights come from the *scheduled* cap

@@ -215,9 +215,10 @@ def _sfbench(args, env, cwd, timeout=900):
 def test_small_form_runs_offline_through_the_report(preset, standins_dir, sfbench_env, tmp_path):
     env = subprocess_env(sfbench_env)
     env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
-    sweep = tmp_path / "sweep"
+    # the sweep goes where the preset's docs say, multirun/<its group>, and the documented report command reads it
+    sweep = tmp_path / "multirun" / f"{preset}_smoke"
     out = _sfbench(["sfbench", "-m", f"experiment={preset}", "smoke=true", f"paths.standins={standins_dir}",
-                    "logger=none", f"hydra.sweep.dir={sweep}"], env, tmp_path)
+                    "logger=none"], env, tmp_path)
     summaries = [json.loads(p.read_text()) for p in sweep.rglob("summary.json")]
     n_jobs = 1
     for values in sweep_params(preset, True).values():
@@ -225,7 +226,8 @@ def test_small_form_runs_offline_through_the_report(preset, standins_dir, sfbenc
     assert len(summaries) == n_jobs
     assert all(s["status"] in ("completed", "diverged") for s in summaries), [s["status"] for s in summaries]
     assert "report" in out.stdout          # the sweep's closing table names the report command
-    _sfbench(["sfbench.report", str(sweep)], env, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "multirun").iterdir()) == [sweep.name]
+    _sfbench(["sfbench.report", f"multirun/{preset}_smoke"], env, tmp_path)
     report = json.loads((sweep / "report" / "report.json").read_text())
     if preset == "sfn_pep":
         methods = {row["method"] for row in report["pep"]["runs"]}
@@ -309,7 +311,8 @@ def test_tuned_lr_sits_beside_the_predicted_one(sfbench_env, tmp_path):
     assert "4 runs" in out.stdout
     configs = [OmegaConf.load(p) for p in sweep.rglob("config.yaml")]
     assert len({c.opt.lr for c in configs}) == 4 and all(c.choices["hydra/sweeper"] == "tune_lr" for c in configs)
-    _sfbench(["sfbench.report", str(sweep)], env, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "multirun").iterdir()) == [sweep.name]
+    _sfbench(["sfbench.report", f"multirun/{preset}_smoke"], env, tmp_path)
     report = json.loads((sweep / "report" / "report.json").read_text())
     (row,) = report["prediction"]["best_lr"]
     assert row["observed_by"] == "tune_lr: 4 trials"

@@ -911,3 +911,33 @@ def test_a_sweep_on_a_read_only_file_system(tmp_path):
         assert (tmp_path / "out" / "report.html").is_file()
     finally:
         subprocess.run(["umount", str(root)], check=True)
+
+
+@pytest.mark.slow
+def test_a_four_method_sweep_is_compared_first_in_chromium(tmp_path):
+    """Four methods (three sharing SFAdamW, one SF-Polyak whose lr is a cap) × three lrs: the page opens with the two
+    comparison figures, each drawing every method, and Chromium renders them (their colours come from the PNGs)."""
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail("Chromium not found, and CI is set: install it (apt-get install -y chromium)")
+        pytest.skip("Chromium not installed (apt-get install -y chromium)")
+    root = tmp_path / "four"
+    choices = {**ONE_CLASS, "sf_adamw_copy": ONE_CLASS["sf_adamw"]}
+    for choice, extra in choices.items():
+        for lr in (0.01, 0.03, 0.1):
+            write_run(root / f"{choice}-{lr}", schedule="constant", lr=lr, seed=0, opt=SF_ADAM, opt_choice=choice,
+                      opt_extra=extra)
+    report = build_report(root, wandb=False)
+    first = report["figures"][:2]
+    assert [f["kind"] for f in first] == ["best", "lr_all"]
+    for fig in first:
+        assert sorted(fig["methods"]) == sorted(choices), fig
+    page = root / "report" / "report.html"
+    html_text = page.read_text()
+    assert html_text.index(first[0]["file"]) < html_text.index(first[1]["file"]) < html_text.index("curves_")
+    shot = tmp_path / "page.png"
+    _screenshot(browser, page, shot)
+    img, colored = _colored_pixels(shot)
+    top = img[:1400]                                 # the comparison figures come right after the methods table
+    assert int(((top.max(axis=2) - top.min(axis=2)) > 0.25).sum()) > 3000, colored

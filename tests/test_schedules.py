@@ -1,4 +1,4 @@
-"""Tests for sfbench.optim.schedules (ALGORITHMS.md section B; integrals from [C2]).
+"""Tests for sfbench.optim.schedules (docs/theory.md section B; integrals from [C2]).
 
 Expected values are computed here from the closed forms of section B, written independently of the module,
 or from properties of those forms (monotonicity, slopes, integrals) -- not copied from the module's output.

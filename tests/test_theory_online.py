@@ -1,4 +1,4 @@
-"""The bound every run logs (ALGORITHMS.md [C1], [C3]; sfbench.train.online_bound) and the fit stored with it ([C4]).
+"""The bound every run logs (docs/theory.md [C1], [C3]; sfbench.train.online_bound) and the fit stored with it ([C4]).
 
 Here on full-batch logistic regression (convex, exact f* and D), through the CLI and the trainer: the SGD base at
 three base steps, where the bound is tight enough (suboptimality/bound up to ~0.25) that a wrong bound would be

@@ -83,8 +83,8 @@ def describe_run(summary: dict | None, run_dir: Path) -> list[str]:
         head += f" — ended above its start ({above.get('metric')} {_num(above.get('first'))} at the first evaluation)"
     theory = summary.get("theory") if isinstance(summary.get("theory"), dict) else {}
     if theory.get("bound"):
-        kind = {"bound": "a theorem here", "expected": "a theorem in expectation here",
-                "heuristic": "a heuristic here"}.get(theory.get("bound_kind"), theory.get("bound_kind"))
+        kind = {"bound": "a theorem for this run", "expected": "a bound on the expected value",
+                "heuristic": "a heuristic"}.get(theory.get("bound_kind"), theory.get("bound_kind"))
         value = final.get("theory/bound")
         head += f"; bound [{theory['bound']}]" + (f" ({kind})" if kind else "") \
             + (f" {_num(value)} at the end" if isinstance(value, (int, float)) else "") + f", {fit_state(summary)}"

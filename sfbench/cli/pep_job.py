@@ -1,4 +1,4 @@
-"""A PEP job of the Hydra app: `python -m sfbench -m experiment=sfn_pep` sweeps SFN's worst-case curves (ALGORITHMS.md
+"""A PEP job of the Hydra app: `python -m sfbench -m experiment=sfn_pep` sweeps SFN's worst-case curves (docs/theory.md
 D) as a multirun — each job one method's horizon sweep — so the PEP figures run locally or as a Slurm job array like
 any other preset, into run directories the report reads.
 

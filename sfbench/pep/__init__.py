@@ -1,6 +1,6 @@
 """sfbench.pep — Performance Estimation Problems for schedule-free SGD on L-smooth nonconvex functions.
 
-ALGORITHMS.md section D (SFN's nonconvex rates), with the method of [A1]–[A5]. Built on PEPit and cvxpy only (no
+docs/theory.md section D (SFN's nonconvex rates), with the method of [A1]–[A5]. Built on PEPit and cvxpy only (no
 torch, no training code). `worst_case(method, T, ...)` solves one PEP (cached as JSON under
 `${SFBENCH_CACHE:-~/.cache/sfbench}/pep/`); `python -m sfbench.pep --method sf_constant --T 1-20` sweeps T.
 """

@@ -1,4 +1,4 @@
-"""`python -m sfbench.pep`: sweep the horizon T of one PEP (ALGORITHMS.md section D), print a table, write a CSV
+"""`python -m sfbench.pep`: sweep the horizon T of one PEP (docs/theory.md section D), print a table, write a CSV
 and a PNG of the worst case scaled by SFN's claimed rates (flat in T when a rate is tight).
 
     python -m sfbench.pep --method sf_constant --T 1-20
@@ -77,7 +77,7 @@ def _number(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool, wh
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sfbench.pep",
-        description="Worst case of schedule-free SGD on L-smooth nonconvex functions by PEP (ALGORITHMS.md D): "
+        description="Worst case of schedule-free SGD on L-smooth nonconvex functions by PEP (docs/theory.md D): "
                     "min_t ||grad f(y_t)||^2 (or ||x_T - z_T||^2 for xz_distance) under f(x_0) - f(x_T) <= delta.")
     p.add_argument("--method", required=True, choices=METHODS,
                    help="sf_constant: constant step, uniform averaging; sf_linear: step gamma*(t+1); "

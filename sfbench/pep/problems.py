@@ -1,4 +1,4 @@
-"""Performance Estimation Problems (PEP) for schedule-free SGD on L-smooth nonconvex functions (ALGORITHMS.md D).
+"""Performance Estimation Problems (PEP) for schedule-free SGD on L-smooth nonconvex functions (docs/theory.md D).
 
 One PEP = one horizon T and one set of hyperparameters. The method is SF with the SGD base, [A1]–[A5]:
 
@@ -27,7 +27,7 @@ Methods (SFN = Brown, "Analysis of Schedule-Free Nonconvex Optimization", arXiv 
 - ``sf_poly``: γ_t = γ, `poly` averaging c_{t+1} = (t+1)^(−α) [A5]; SFN Thm 5 claims O(T^{−(1−α)}) for α ∈ (0, 1).
   α = 0 is plain gradient descent (x = z = y, [A] properties), α = 1 is ``sf_constant``.
 - ``sf_increasing``: γ_t = γ, averaging coefficients that *grow*, c_{t+1} = 1 − (1 − c)(t+1)^(−α) (c = c_1 ∈ [0, 1],
-  α ≥ 0): SFN Thm 5's "increasing c-averaging" case as ALGORITHMS.md reads it (c_t growing; the formula itself is
+  α ≥ 0): SFN Thm 5's "increasing c-averaging" case as docs/theory.md reads it (c_t growing; the formula itself is
   stripped from the text we have, so this family is our reconstruction). α = 0 is the `constant` weighting (an
   exponential moving average, the IAM baselines with β = 1); as t grows c → 1 and the method tends to gradient descent
   on z, so O(1/T) up to a logarithm is the natural claim to test. (The other reading — weights growing polynomially,
@@ -98,7 +98,7 @@ def coefficients(method: str, T: int, *, gamma: float, alpha: float = 0.5,
 
 
 def scalings(method: str, alpha: float = 0.5) -> list[tuple[str, Callable[[int], float]]]:
-    """The claimed rates of SFN (ALGORITHMS.md D) as multipliers: `(label, m)` with `m(T) · worst case` flat in T
+    """The claimed rates of SFN (docs/theory.md D) as multipliers: `(label, m)` with `m(T) · worst case` flat in T
     when the worst case decays at that rate (bounded is what the claim needs; flat means the rate is tight).
     The first entry is the claim the method is there to check; `T·wc` is always included for comparison.
     Logarithms are ln(T+1) so that T = 1 stays finite."""
@@ -298,7 +298,7 @@ def _solve(key: dict) -> dict:
 def worst_case(method: str, T: int, *, beta: float = 1.0, gamma: float = 1.0, alpha: float = 0.5,
                L: float = 1.0, delta: float = 1.0, solver: str | None = None, averaging: str = "uniform",
                anchor: str = "final", c: float = 0.1, use_cache: bool = True) -> dict:
-    """Worst case of one PEP (see the module docstring for the methods; ALGORITHMS.md [A1]–[A5], section D).
+    """Worst case of one PEP (see the module docstring for the methods; docs/theory.md [A1]–[A5], section D).
 
     `gamma` is the base step (γ = 1/L with the defaults L = 1, gamma = 1): γ_t = gamma (`sf_constant`, `sf_poly`,
     `sf_increasing`) or gamma·(t+1) (`sf_linear`, `xz_distance`). `alpha` is used by `sf_poly` and `sf_increasing`,

@@ -118,8 +118,12 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
         except Exception as e:          # noqa: BLE001 — the rest of the report stands; the reason is reported
             not_drawn.append(f"figure '{title}' not drawn ({type(e).__name__}: {' '.join(str(e).split())})")
             return
+        methods = None
+        if isinstance(p, tuple):        # a comparison figure also says which methods it draws
+            p, methods = p
         if p is not None:
-            figs.append({"file": p.name, "title": title, "task": task, "kind": kind})
+            figs.append({"file": p.name, "title": title, "task": task, "kind": kind,
+                         **({"methods": methods} if methods is not None else {})})
 
     for task, label in sorted(tasks.items(), key=lambda kv: kv[1]):
         draw("best", f"{label}: each method at its best lr", label, lambda: compare.best_runs(runs, task, out))

@@ -54,7 +54,8 @@ def _y_axis(ax, values: list[float]) -> None:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=6, min_n_ticks=4))
 
 
-def best_runs(runs: list[Run], task: str, out: Path) -> Path | None:
+def best_runs(runs: list[Run], task: str, out: Path) -> tuple[Path, list[str]] | None:
+    """The figure and the methods drawn in it."""
     methods = _by_method(runs, task)
     if not methods:
         return None
@@ -62,7 +63,7 @@ def best_runs(runs: list[Run], task: str, out: Path) -> Path | None:
     fig = Figure(figsize=(WIDTH, HEIGHT), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     values: list[float] = []
-    drawn = 0
+    drawn: list[str] = []
     for i, (method, members) in enumerate(methods.items()):
         lr = _best_lr(members)
         if lr is None:
@@ -83,7 +84,7 @@ def best_runs(runs: list[Run], task: str, out: Path) -> Path | None:
         if len(series) > 1:
             ax.fill_between(steps, ys.min(axis=0), ys.max(axis=0), color=color, alpha=0.18, lw=0)
         values.extend(ys.ravel().tolist())
-        drawn += 1
+        drawn.append(method)
     if not drawn:
         return None
     _y_axis(ax, values)
@@ -95,10 +96,11 @@ def best_runs(runs: list[Run], task: str, out: Path) -> Path | None:
     ax.set_title(wrap(f"{task}: each method at its best lr", WIDTH - 0.4, 11), fontsize=11)
     path = out / f"best_{slug(task)}.png"
     fig.savefig(path, dpi=DPI, facecolor="white")
-    return path
+    return path, drawn
 
 
-def lr_overview(runs: list[Run], task: str, out: Path) -> Path | None:
+def lr_overview(runs: list[Run], task: str, out: Path) -> tuple[Path, list[str]] | None:
+    """The figure and the methods drawn in it."""
     methods = _by_method(runs, task)
     if not methods or not any(r.status in ("completed", "diverged") for ms in methods.values() for r in ms):
         return None
@@ -106,6 +108,7 @@ def lr_overview(runs: list[Run], task: str, out: Path) -> Path | None:
     roles = [role for role in ("base lr", "cap") if any(ms[0].lr_role == role for ms in methods.values())]
     fig = Figure(figsize=(WIDTH if len(roles) == 1 else WIDTH * 1.5, HEIGHT), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(roles), squeeze=False, sharey=True).ravel()
+    drawn: list[str] = []
     plotted: list[float] = []           # the means drawn, of (method, lr) cells without a run above its start
     for ax, role in zip(axes, roles):
         swept: list[float] = []
@@ -121,6 +124,7 @@ def lr_overview(runs: list[Run], task: str, out: Path) -> Path | None:
             swept.extend(r.lr for r in members)
             ax.plot(lrs, [float(np.mean(by_lr[lr])) for lr in lrs], color=color, marker="o", ms=4, lw=1.5,
                     label=method)
+            drawn.append(method)
             bad = [r for r in members if r.above_start and r.status == "completed"]
             if bad:
                 ax.plot([r.lr for r in bad], [r.final for r in bad], ls="none", marker="o", ms=9, mfc="none",
@@ -141,4 +145,4 @@ def lr_overview(runs: list[Run], task: str, out: Path) -> Path | None:
                       f"y range from the healthy runs)", WIDTH * len(roles) - 0.4, 10.5), fontsize=10.5)
     path = out / f"lr_all_{slug(task)}.png"
     fig.savefig(path, dpi=DPI, facecolor="white")
-    return path
+    return path, drawn

@@ -233,7 +233,7 @@ def fits(runs: list[Run], task: str, out: Path) -> Path | None:
             handles += [Line2D([], [], color="gray", lw=1.2, label="observed"),
                         Line2D([], [], color="gray", lw=1.6, ls="--", label="fitted C + M·bound")]
             if raw_drawn:
-                handles.append(Line2D([], [], color="gray", lw=1.1, ls=":", label="the bound (a theorem here)"))
+                handles.append(Line2D([], [], color="gray", lw=1.1, ls=":", label="the bound (a theorem for this run)"))
             ax.legend(handles=handles, fontsize=7)
         else:
             reasons = {("no theory columns" if r.kind is None else "diverged" if r.status == "diverged"

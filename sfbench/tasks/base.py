@@ -50,7 +50,7 @@ class Task:
         return 1.0
 
     def bn_batches(self, n: int) -> Iterator[Any]:
-        """Training batches for recomputing BatchNorm statistics at x (ALGORITHMS.md A); default: the first n."""
+        """Training batches for recomputing BatchNorm statistics at x (docs/theory.md A); default: the first n."""
         for i in range(n):
             yield self.batch(i)
 

@@ -11,7 +11,7 @@ epochs, each epoch a permutation drawn from (seed, epoch); crop offsets and flip
 
 Model: the CIFAR ResNet of He et al. (2016), depth 6n + 2 with n = 3: 3 stages of 3 basic blocks, 16/32/64 channels,
 identity shortcuts with zero-padded channels on downsampling ("option A"), 0.27M parameters. ℓ* = 0 (cross-entropy).
-BatchNorm statistics are recomputed at x before each evaluation of an SF run (the trainer does it; ALGORITHMS.md A).
+BatchNorm statistics are recomputed at x before each evaluation of an SF run (the trainer does it; docs/theory.md A).
 """
 
 from __future__ import annotations

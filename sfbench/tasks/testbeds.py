@@ -12,7 +12,7 @@ solver before training, so runs log exact quantities:
   no x*, so it logs ‖∇f‖² (at y each step through the trainer's grad norm in full-batch mode, at x in evaluation).
 - `task=lad`: least absolute deviations f(w) = 1/n Σ |a_iᵀw − b_i|, b = A w♯ + σ ε; `task=hinge`: the hinge loss
   f(w) = 1/n Σ max(0, 1 − y_i a_iᵀw) + λ‖w‖₁, labels from a planted w♯ with a fraction flipped. Convex, G-Lipschitz
-  and non-smooth — exactly [C1]'s assumptions (ALGORITHMS.md C: the setting where its indexing matters). f* and x*
+  and non-smooth — exactly [C1]'s assumptions (docs/theory.md C: the setting where its indexing matters). f* and x*
   from `scipy.optimize.linprog` (HiGHS); G known in closed form (`summary()["G"]`).
 
 Each logs, at evaluation (parameters at x for SF optimizers): `eval/loss` = f(x), `eval/subopt` = f(x) − f* and

@@ -1,4 +1,4 @@
-"""sfbench.theory — the bounds each run should follow (ALGORITHMS.md section C) and their fits [C4]; numpy/scipy only.
+"""sfbench.theory — the bounds each run should follow (docs/theory.md section C) and their fits [C4]; numpy/scipy only.
 
 `python -m sfbench.theory predict …` predicts the best base learning rate and the final bound before a run.
 """

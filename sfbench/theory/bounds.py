@@ -1,4 +1,4 @@
-"""Convergence bounds a run should follow (ALGORITHMS.md section C), from arrays of step sizes and gradient norms.
+"""Convergence bounds a run should follow (docs/theory.md section C), from arrays of step sizes and gradient norms.
 
 Everything is numpy and vectorised: [C1] for a whole run is two cumulative sums; [C3] at one horizon is O(T) through
 suffix sums (the triple sum written in [C3] would be O(T²) per horizon, O(T³) for a curve).

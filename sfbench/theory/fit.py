@@ -1,4 +1,4 @@
-"""[C4] Fitting a bound to a loss curve (ALGORITHMS.md C4; Schaipp et al. 2025): loss_T ≈ C + M · bound_T.
+"""[C4] Fitting a bound to a loss curve (docs/theory.md C4; Schaipp et al. 2025): loss_T ≈ C + M · bound_T.
 
 Every bound of section C is affine in D²:
 
@@ -267,7 +267,7 @@ def _insufficient(n: int, used: np.ndarray, D, G_param: bool, message: str) -> B
 def fit_bound(loss, a, b, *, D: float | None = None, robust: bool = True, G_param: bool = False, lrs=None,
               kind: str = "C1", horizons=None, diverge_above: float | None = 100.0, p_grid=None,
               C_min: float | None = None) -> BoundFit:
-    """Fit loss_T ≈ C + M (D² a_T + b_T) (ALGORITHMS.md [C4]); see the module docstring for the method.
+    """Fit loss_T ≈ C + M (D² a_T + b_T) (docs/theory.md [C4]); see the module docstring for the method.
 
     loss, a, b: one value per point (e.g. per logged eval step; a, b from `bound_terms`).
     D: given → fit (C, M) only; None → fit (C, M, D).

@@ -241,7 +241,7 @@ class Trainer:
         return {k: float(v) for k, v in metrics.items()}
 
     def _recompute_batchnorm(self, model) -> None:
-        """BatchNorm statistics were gathered at y; recompute them at x (ALGORITHMS.md A, RLS README)."""
+        """BatchNorm statistics were gathered at y; recompute them at x (docs/theory.md A, RLS README)."""
         norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         if not norms or self.cfg.bn_recompute_batches <= 0:
             return

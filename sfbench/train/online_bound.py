@@ -1,5 +1,5 @@
 """The trainer's online theory: the bound on f(x_T) − f* each run logs next to its loss, and what kind of statement
-it is (ALGORITHMS.md section C; the derivations are in docs/theory.md).
+it is (docs/theory.md section C; the derivations are in docs/theory.md).
 
 `sfbench.theory` is numpy only and works on arrays after the fact; this is its torch-side twin that the trainer feeds
 once per step, at the cost of a few scalars:
