@@ -208,7 +208,8 @@ def ensure(root: str | os.PathLike | None = None) -> Path:
                                            ("fineweb", (root / "fineweb").exists()),
                                            ("cifar10", (root / "cifar10").exists())) if not done]
         if missing:
-            print(f"sfbench: writing offline stand-ins ({', '.join(missing)}) under {root}", file=sys.stderr)
+            print(f"sfbench: writing offline stand-ins ({', '.join(missing)}) under {root}; once, a few minutes on "
+                  f"2 CPU cores (the stand-in teachers are trained for 200 steps each)", file=sys.stderr)
         text(root)
         tokenizer(root)
         teacher(root, "gpt2")
