@@ -50,10 +50,10 @@ def steps_frac(fraction, *, _root_) -> int:
     return int(round(float(fraction) * int(_root_.trainer.steps)))
 
 
-def steps_int(fraction, *, _root_) -> int:
+def steps_int(fraction, least=0, *, _root_) -> int:
     """`${steps_int:0.1}`: int(fraction · `trainer.steps`), truncated (the SFS authors' warm-up and cool-down lengths,
-    `int(warm_up_fraction * total_iterations)`)."""
-    return int(float(fraction) * int(_root_.trainer.steps))
+    `int(warm_up_fraction * total_iterations)`); `${steps_int:0.1,1}`: at least 1."""
+    return max(int(least), int(float(fraction) * int(_root_.trainer.steps)))
 
 
 def register_resolvers() -> None:
