@@ -511,7 +511,8 @@ def test_the_reference_packages_own_test_file_passes_with_sfbench(tmp_path):
         "    RAdamScheduleFree, RAdamScheduleFreeClosure, ScheduleFreeWrapperReference, SGDScheduleFreeReference)")))
     # The file draws unseeded random data, and its SGD check against the closure version (rtol 1e-5, atol 1e-8)
     # fails for elements near 0 now and then — for the reference's own SGDScheduleFree too (1 run in 25 here), which
-    # sfbench's equals bit for bit (test_same_steps_and_state_as_the_reference). Seeded, the file's assertions are unchanged.
+    # sfbench's equals bit for bit (test_same_steps_and_state_as_the_reference). Seeded, the file's assertions are
+    # unchanged.
     (tmp_path / "conftest.py").write_text("import pytest\nimport torch\nif not torch.cuda.is_available():\n"
                                           "    torch.Tensor.cuda = lambda self, *a, **k: self\n\n\n"
                                           "@pytest.fixture(autouse=True)\ndef _seeded():\n    torch.manual_seed(0)\n")
