@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How long `python -m sfbench.report` takes on a 15-run sweep (issue 12's floor: under 30 s on 2 cores).
+"""How long `python -m sfbench.report` takes on a 15-run sweep (floor: under 30 s on 2 cores).
 
 The sweep is docs/results.md's "3 × 5 sweep on logistic regression" (SF-SGD with lr weighting, constant / wsd / cosine
 × 5 base lrs, minibatches of 16, 1000 steps, default evaluation cadence: 50 evaluations a run), trained once into

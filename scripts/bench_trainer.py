@@ -11,7 +11,7 @@ Rounds alternate suite / bare in one process; the ratio is suite steps/s ÷ bare
     python scripts/bench_trainer.py --opt sf_adamw --steps 500
     python scripts/bench_trainer.py --theory         # the online theory's cost: suite with it on against off
 
-`--theory` (issue 5: "logging the theory online costs under 2% of step time") alternates the suite with
+`--theory` ("logging the theory online costs under 2% of step time") alternates the suite with
 `trainer.theory` on and off, and also times, inside the runs with it on, every call that exists only for the theory
 (`OnlineBound.after_step`) against the summed step time (`time/step_s`), step 1 left out (first-call
 allocations): the interleaved ratio shows the

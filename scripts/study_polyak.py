@@ -4,7 +4,7 @@
 Full-batch f(w) = ½ mean((A w − b)²) with b = A w♯ (so min f = 0), A 20×50 Gaussian / √50, cap γ_max = 1e3
 ("large"), SGD base. Prints f at y and at x after 200, 500 and 2000 steps. Outcome recorded in docs/results.md.
 The averaging weights come from the scheduled cap (constant here), as the authors run SF-Polyak, so `lr` and
-`lr_power` weights equal `uniform` on this problem; before issue 11 `lr` used the step taken and stalled.
+`lr_power` weights equal `uniform` on this problem; weighting by the step taken (`lr`) made it stall.
 """
 
 import sys

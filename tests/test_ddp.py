@@ -1,4 +1,4 @@
-"""Data parallel with torch.distributed (issue 6): `torchrun --nproc_per_node=2` on CPU (gloo) gives the same run as
+"""Data parallel with torch.distributed: `torchrun --nproc_per_node=2` on CPU (gloo) gives the same run as
 one process with the same global batch — same final parameters to float tolerance, same losses, same SF-Polyak
 steps — and only rank 0 writes the run record."""
 

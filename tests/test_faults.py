@@ -1,4 +1,4 @@
-"""Faults around the run record (issue 13): one writer per run directory, resume checks, kept checkpoints, damaged
+"""Faults around the run record: one writer per run directory, resume checks, kept checkpoints, damaged
 files, full disks, Ctrl-C, typos in keys.
 
 Every resumed run is compared with an uninterrupted run of the same command (metrics without `time/`, the final
@@ -172,7 +172,7 @@ def _wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 240
 
 
 def test_same_command_twice_and_another_config_on_a_live_run_are_refused(tmp_path, sfbench_env):
-    """Item 1 and 2 of issue 13: while a run trains, the same command and a different config on its directory are
+    """While a run trains, the same command and a different config on its directory are
     refused before they touch anything (exit 2, the holder named); the first run ends with every line."""
     env = subprocess_env(sfbench_env)
     args = ["task=logreg", "logger=none", "trainer.steps=4000", "trainer.eval_every=0", "trainer.ckpt_every=500",

@@ -1,4 +1,4 @@
-"""The fused (torch.compile) path against the eager paths, and the backend choice (issue 2, "Speed").
+"""The fused (torch.compile) path against the eager paths, and the backend choice.
 
 Compiling takes ~1–10 s per kernel variant on these tiny models (cached on disk afterwards), so the cases here are
 few and small; the speed itself is measured by scripts/bench_optim.py, not by tests.

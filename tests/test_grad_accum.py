@@ -1,4 +1,4 @@
-"""Gradient accumulation (`trainer.grad_accum=N`, issue 15): N micro-batches of size B take the same optimizer step
+"""Gradient accumulation (`trainer.grad_accum=N`): N micro-batches of size B take the same optimizer step
 as one batch of N·B — the same mean gradient and, for SF-Polyak [B1], the loss and ℓ* of the whole batch, not the
 last micro-batch's — and a run resumed at an optimizer-step boundary equals an uninterrupted one."""
 

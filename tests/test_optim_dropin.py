@@ -1,4 +1,4 @@
-"""SFSGD / SFAdamW as drop-in replacements for `schedulefree` (issue 14): the reference's arguments with their meaning
+"""SFSGD / SFAdamW as drop-in replacements for `schedulefree`: the reference's arguments with their meaning
 (warm-up, tensor learning rates), copies that step, the reference's checkpoints converted exactly (or refused at
 load), sparse gradients, and the foreach and per-tensor paths bitwise equal.
 

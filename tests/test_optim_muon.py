@@ -1,4 +1,4 @@
-"""Muon baselines (issue 14): `MuonAdamW` — torch.optim.Muon on hidden weight matrices, AdamW on the rest — and
+"""Muon baselines: `MuonAdamW` — torch.optim.Muon on hidden weight matrices, AdamW on the rest — and
 `sf_muon` (ScheduleFree around it); `opt=muon` / `opt=sf_muon` on the small GPT against its unigram baseline."""
 
 from __future__ import annotations

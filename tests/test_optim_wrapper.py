@@ -1,4 +1,4 @@
-"""`sfbench.optim.ScheduleFree`: schedule-free around any base optimizer (issue 14).
+"""`sfbench.optim.ScheduleFree`: schedule-free around any base optimizer.
 
 Oracles: `schedulefree.ScheduleFreeWrapper` (the reference wrapper) on SGD and AdamW bases; sfbench's own SFSGD /
 SFAdamW, which the wrapper must reproduce around SGD without momentum and Adam with β1 = 0 (weightings, warm-up,

@@ -1,4 +1,4 @@
-"""`sfbench.theory.predict` and `python -m sfbench.theory predict` (issue 5, "Prediction before running")."""
+"""`sfbench.theory.predict` and `python -m sfbench.theory predict`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""A run's identity can't be silently lost, and sfbench writes only into its own directories (issue 23, items 2, 5
-and 9): a missing, emptied or cut-short config.yaml never lets another configuration resume into the run; a
+"""A run's identity can't be silently lost, and sfbench writes only into its own directories: a missing, emptied or cut-short config.yaml never lets another configuration resume into the run; a
 checkpoint knows the run it belongs to; a directory of the user's files is refused untouched; a moved cache resumes.
 
 Each refusal: exit 2, one line naming the file and the remedy, no traceback, every byte and mtime in the directory

@@ -1,4 +1,4 @@
-"""Waiting for a sweep's Slurm jobs (issue 13): a status line now and then, and a stop for jobs Slurm can never start.
+"""Waiting for a sweep's Slurm jobs: a status line now and then, and a stop for jobs Slurm can never start.
 
 While the launcher waits it asks `squeue` about the sweep's jobs — every few seconds at first, then every 30 s — and
 prints a line whenever the picture changes (at most every 10 s) and every 2 minutes anyway:

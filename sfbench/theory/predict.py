@@ -1,4 +1,4 @@
-"""Predictions before running (issue 5): the best base step size and the final bound for a schedule and horizon.
+"""Predictions before running: the best base step size and the final bound for a schedule and horizon.
 
 With γ_t = γ·h_t (h the schedule's shape, t = 0 … T−1) and a constant gradient norm G, every bound of section C is
 `t1/γ + γ·t23`:

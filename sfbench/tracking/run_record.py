@@ -11,7 +11,7 @@ metrics.jsonl ends up identical to an uninterrupted run's.
 
 Non-finite values (a diverged loss) are written as JSON's NaN/Infinity extensions, which Python's json reads back.
 
-Faults (issue 13): a file that can't be read back as written — summary.json or config.yaml that doesn't parse, a
+Faults: a file that can't be read back as written — summary.json or config.yaml that doesn't parse, a
 metrics.jsonl line that is not a whole JSON object with a `step` anywhere but at the very end (a torn last line is
 what a killed writer leaves and is skipped) — raises `RecordDamaged`, whose message names the file and the remedy;
 a write that fails (a full disk) removes its temporary file and raises `RecordWriteError`, whose message names the

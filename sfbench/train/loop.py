@@ -18,7 +18,7 @@ checkpoint, and end the run with status `preempted`; a non-finite loss ends it w
 normally (exit 0) so that sweeps go on. A second Ctrl-C stops at once (`StopNow`): the run ends `preempted` at its
 last checkpoint, which the next run resumes from; writes in progress finish first, so the record stays whole.
 
-Faults (issue 13): the process that writes a run holds the run directory's lock (`sfbench.tracking.lock`) for the
+Faults: the process that writes a run holds the run directory's lock (`sfbench.tracking.lock`) for the
 whole run; resuming checks the record first (`resume.py`: the checkpoint, with a fallback to the previous one, and
 metrics.jsonl against it) before anything is written; temporary files a killed run left are removed; a write that
 fails (a full disk) ends the run `failed` with a one-line `RecordWriteError`; a run resumed at its last step

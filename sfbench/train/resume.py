@@ -1,4 +1,4 @@
-"""Resuming a run (issue 13): which checkpoint to resume from, and whether `metrics.jsonl` covers it.
+"""Resuming a run: which checkpoint to resume from, and whether `metrics.jsonl` covers it.
 
 A checkpoint at step S is written after the metric lines of steps ≤ S (and metrics.jsonl is fsynced first), so on a
 healthy record every step the run logs up to S is there. A record can still lose lines: a file truncated or deleted
