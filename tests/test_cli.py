@@ -61,6 +61,10 @@ BAD = [
     (["opt=sgd", "opt.momentum=2"], "opt.momentum=2"),
     (["task.data.source=hf", "task.data.hf_dataset=/no/such/dataset"], "task.data"),
     (["experiment=nope"], "experiment='nope' is not an option"),
+    (["task.data.train_chars=[0,100]"], "set both character ranges"),
+    (["task.data.train_chars=[100,0]", "task.data.val_chars=[0,10]"], "task.data.train_chars=[100, 0] is not allowed"),
+    (["task.data.train_chars=[0,5000]", "task.data.val_chars=[5000,99999999]"],
+     "task.data.val_chars=[5000, 99999999]: the text has only"),
 ]
 
 

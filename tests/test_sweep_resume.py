@@ -69,6 +69,30 @@ def test_group_names_the_sweep_and_a_user_sweep_dir_wins(in_run_env):
     assert sorted(p.name for p in (in_run_env / "multirun").iterdir()) == ["fig2"]
 
 
+# -- hydra/sweeper=grid: limits per choice ---------------------------------------------------------------------------
+
+def test_grid_sweeper_launches_only_the_jobs_under_their_limits(in_run_env, capsys):
+    limits = "hydra.sweeper.limits=[{when: {opt: sgd}, key: opt.lr, max: 0.1}]"
+    assert run_cli(["-m", *FAST, "hydra/sweeper=grid", "opt=sgd,sf_sgd", "opt.lr=0.01,0.1,1", limits]) == 0
+    runs = sorted(p.parent.name.split(",task=")[0] for p in (in_run_env / "multirun").rglob("summary.json"))
+    assert runs == ["opt.lr=0.01,opt=sf_sgd", "opt.lr=0.01,opt=sgd", "opt.lr=0.1,opt=sf_sgd", "opt.lr=0.1,opt=sgd",
+                    "opt.lr=1,opt=sf_sgd"]
+    assert "Launching 5 jobs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("limits, says", [
+    ("[{when: {opt: sgd}, key: opt.lr, max: 1e-9}]", "rule out all 2 jobs"),
+    ("[{when: opt, key: opt.lr, max: 0.1}]", "is not a limit"),
+    ("[{when: {opt: sgd}, key: opt.lr, max: big}]", "not a number"),
+])
+def test_grid_sweeper_limits_that_make_no_sense_are_one_line(in_run_env, capsys, limits, says):
+    code = run_cli(["-m", *FAST, "hydra/sweeper=grid", "opt=sgd", "opt.lr=0.01,0.1",
+                    f"hydra.sweeper.limits={limits}"])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "Traceback" not in err, err
+    assert not list(in_run_env.rglob("summary.json"))
+
+
 # -- a sweep whose launcher was killed: the relaunch trains only the rest -----------------------------------------
 
 @pytest.mark.slow

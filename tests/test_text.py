@@ -389,3 +389,20 @@ def test_too_short_split():
         sample_windows(TOKENS, 0, 32, seed=0, step=0)
     with pytest.raises(DataError, match="step"):
         sample_windows(TOKENS, 2, 32, seed=0, step=-1)
+
+
+def test_character_ranges_are_tokenized_as_separate_splits(tmp_path):
+    """train_chars / val_chars (a dataset's own splits, e.g. tiny_shakespeare's): each range of the text is tokenized
+    on its own; with the byte tokenizer the tokens are the ranges' UTF-8 bytes, and the characters between the two
+    ranges are in neither split."""
+    from sfbench.tasks.lm_data import check_data, load_tokens
+
+    corpus = "".join(f"line {i}: to be or not to be, ünïcode {i * i}\n" for i in range(400))
+    path = tmp_path / "input.txt"
+    path.write_text(corpus, encoding="utf-8")
+    d = check_data({"source": "file", "path": str(path), "block_size": 8, "batch_size": 2, "val_frac": 0.05,
+                    "train_chars": [0, 9000], "val_chars": [12000, len(corpus)]})
+    data = load_tokens(d, "bytes", tmp_path / "cache", batch_size=2, block_size=8)
+    assert bytes(np.asarray(data.train, dtype=np.uint8)) == corpus[:9000].encode("utf-8")
+    assert bytes(np.asarray(data.val, dtype=np.uint8)) == corpus[12000:].encode("utf-8")
+

@@ -288,6 +288,8 @@ def composition_error(err: Exception, argv: list[str]) -> str:
     lines = [line for line in text.splitlines() if line.strip()][:1]
     cause = err.__cause__
     if cause is not None and str(cause).strip():
+        if lines and lines[0].startswith("Error in call to target"):   # a plugin's own message says it all
+            lines = []
         lines.append(str(cause).strip().splitlines()[0])
     return " — ".join(lines) or type(err).__name__
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .base import ConfigError, check_choice, check_fraction, check_positive_int
 
 SOURCES = ("shakespeare", "file", "hf")
 DATA_KEYS = ("source", "path", "hf_dataset", "hf_config", "hf_split", "hf_text_field", "hf_streaming", "max_chars",
-             "max_tokens", "tokenizer", "block_size", "batch_size", "val_frac")
+             "max_tokens", "tokenizer", "block_size", "batch_size", "val_frac", "train_chars", "val_chars")
 MODEL_KEYS = ("n_layer", "n_embd", "n_head", "dropout")
 
 
@@ -38,6 +39,19 @@ def check_data(data: Any) -> dict:
         if not path or not Path(os.path.expanduser(str(path))).is_file():
             raise ConfigError(f"task.data.path={path!r}: no such text file; with task.data.source=file give the path "
                               "of a UTF-8 text file")
+    ranges = [d.get("train_chars"), d.get("val_chars")]
+    if (ranges[0] is None) != (ranges[1] is None):
+        raise ConfigError(f"task.data.train_chars={ranges[0]!r}, task.data.val_chars={ranges[1]!r}: set both "
+                          "character ranges (each [start, end]) or neither (then task.data.val_frac splits)")
+    for key, r in zip(("train_chars", "val_chars"), ranges):
+        if r is not None and not (isinstance(r, Sequence) and not isinstance(r, str) and len(r) == 2 and
+                                  all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in r)
+                                  and r[0] < r[1]):
+            raise ConfigError(f"task.data.{key}={r!r} is not allowed; use [start, end], character offsets with "
+                              "0 <= start < end (the text's characters start:end, as a Python slice)")
+    if ranges[0] is not None and d.get("hf_streaming"):
+        raise ConfigError("task.data.train_chars applies to a text read whole, not to a streamed dataset "
+                          "(task.data.hf_streaming=true); use task.data.val_frac there")
     if d["source"] == "hf" and not d.get("hf_dataset"):
         raise ConfigError("task.data.hf_dataset=None: with task.data.source=hf name a Hugging Face dataset (hub name "
                           "or a local directory saved with save_to_disk)")
@@ -82,8 +96,18 @@ def load_tokens(d: dict, tokenizer: str, cache_dir: Path, batch_size: int, block
     corpus = text.load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"), hf_config=d.get("hf_config"),
                             hf_split=d.get("hf_split", "train"), hf_text_field=d.get("hf_text_field", "text"),
                             max_chars=d.get("max_chars"))
-    data = text.tokenize_cached(corpus, text.make_tokenizer(tokenizer), Path(cache_dir) / "tokens",
-                                val_frac=d["val_frac"])
+    if d.get("train_chars") is None:
+        data = text.tokenize_cached(corpus, text.make_tokenizer(tokenizer), Path(cache_dir) / "tokens",
+                                    val_frac=d["val_frac"])
+    else:       # two character ranges, each tokenized on its own (as a dataset's separate splits are)
+        for key in ("train_chars", "val_chars"):
+            if d[key][1] > len(corpus):
+                raise text.DataError(f"task.data.{key}={list(d[key])}: the text has only {len(corpus):,} characters; "
+                                     "give ranges within it")
+        train, val = (text.tokenize_cached(corpus[slice(*d[key])], text.make_tokenizer(tokenizer),
+                                           Path(cache_dir) / "tokens", val_frac=0.0)
+                      for key in ("train_chars", "val_chars"))
+        data = dataclasses.replace(train, val=val.tokens)
     for split in ("train", "val"):
         text.eval_windows(getattr(data, split), batch_size, block_size, 1)
     return data
