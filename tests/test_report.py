@@ -470,7 +470,7 @@ def test_few_evaluations_fit_the_smoothed_training_loss(tmp_path):
 
 def test_smoothed_train_is_block_means(tmp_path):
     from sfbench.report import load
-    from sfbench.report.data import smoothed_train
+    from sfbench.report.fits import smoothed_train
 
     written = write_run(tmp_path / "r", schedule="cosine", lr=0.1, seed=3)
     [run] = load(tmp_path / "r")
@@ -505,7 +505,7 @@ def test_fitted_suboptimality_respects_its_floor(tmp_path):
 def test_spearman_interval():
     from scipy.stats import rankdata
 
-    from sfbench.report.data import _resampled_ranks, spearman
+    from sfbench.report.prediction import _resampled_ranks, spearman
 
     rng = np.random.default_rng(5)
     values = rng.integers(0, 6, size=25).astype(float)                    # many ties, then more from resampling
@@ -533,7 +533,7 @@ def test_spearman_interval_of_few_runs_is_the_whole_range():
     ranking is significant (p = 2/5! < 0.05) and the bootstrap interval is used."""
     from itertools import permutations
 
-    from sfbench.report.data import MIN_CI_RUNS, spearman
+    from sfbench.report.prediction import MIN_CI_RUNS, spearman
 
     def exact_p(n: int) -> float:                     # two-sided exact permutation p-value of ρ = 1
         base = np.arange(n)
@@ -587,7 +587,7 @@ def test_wandb_line_plots_keep_caps_on_their_own_axis(tmp_path):
     from types import SimpleNamespace
 
     from sfbench.report import analyze, load
-    from sfbench.report.data import comparable_runs
+    from sfbench.report.runs import comparable_runs
     from sfbench.report.wandb_report import line_plots
 
     root = tmp_path / "lines"

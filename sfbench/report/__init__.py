@@ -14,8 +14,9 @@ import json
 import time
 from pathlib import Path
 
-from . import compare, data, figures, html, pep
-from .data import ReportError, analyze, json_safe, load
+from . import compare, figures, fits, html, pep, prediction, wandb_report
+from .analysis import analyze, json_safe
+from .runs import AUTO_METRICS, ReportError, comparable_runs, load
 
 __all__ = ["ReportError", "analyze", "build_report", "load"]
 
@@ -30,23 +31,23 @@ def _notes(report: dict, g_param: bool) -> list[str]:
          "correlation. Runs recorded without choices fall back to the class name."),
         ("Metric: " + ", ".join(f"{t}: {m}" for t, m in report["metric"].items())
          + ("" if report["metric_arg"] != "auto" else
-            f" (--metric auto: the first of {', '.join(data.AUTO_METRICS)} that the task's runs log)") + "."),
+            f" (--metric auto: the first of {', '.join(AUTO_METRICS)} that the task's runs log)") + "."),
         ("Observed final value: the last finite logged value of the metric; only completed runs enter the "
          "correlations, the learning-rate plots' lines and the observed best lr. Diverged runs are shown (curves, × in "
          "the lr plot) but never fitted."),
         ("Fits [C4]: loss_T ≈ C + M·(D²·a_T + b_T) by sfbench.theory.fit.fit_bound (Huber loss, M ≥ 0, D ≥ 0, C ≥ "
          "the metric's floor: 0 for eval/subopt and squared norms, f* for eval/loss when the task knows it, 0 for a "
          "series that is never negative; a non-finite loss or a divergence ends the fitted curve). The fitted series "
-         f"is the metric at its logged points, or — with fewer than {data.MIN_FIT_POINTS} of them — the training "
-         f"loss as the means of {data.SMOOTH_BINS} equal blocks of steps, each at its block's mean step. [C1] runs: "
+         f"is the metric at its logged points, or — with fewer than {fits.MIN_FIT_POINTS} of them — the training "
+         f"loss as the means of {fits.SMOOTH_BINS} equal blocks of steps, each at its block's mean step. [C1] runs: "
          "a = 1/(2·S1), b = S2/(2·S1) from the logged theory/S1, theory/S2; [C3] runs: a, b from the per-step lr "
          "and theory/grad_sq. D is held at the task's exact D when the run's summary has it (theory.D_source = "
-         f"task) unless fitting it lowers the rmse by ≥ {1 - data.D_FREE_GAIN:.0%} (the Euclidean ‖x_0 − x*‖ is not "
+         f"task) unless fitting it lowers the rmse by ≥ {1 - fits.D_FREE_GAIN:.0%} (the Euclidean ‖x_0 − x*‖ is not "
          "the D of a preconditioned or stochastic run's bound; the runs table notes it), and fitted otherwise."
          + (" G-param: the observed ‖g_t‖² replaced by G²·(t+1)^p, p fitted over [−2, 1]." if g_param else "")),
         ("Predicted final value (for Spearman ρ): the run's last logged theory/bound. The interval is a percentile "
-         f"bootstrap ({data.BOOTSTRAP} resamples of the runs with replacement, fixed seed); with fewer than "
-         f"{data.MIN_CI_RUNS} runs it is [−1, 1]: resampling 3–4 runs keeps a perfect ranking perfect, and no "
+         f"bootstrap ({prediction.BOOTSTRAP} resamples of the runs with replacement, fixed seed); with fewer than "
+         f"{prediction.MIN_CI_RUNS} runs it is [−1, 1]: resampling 3–4 runs keeps a perfect ranking perfect, and no "
          "ranking of 4 runs is significant (exact permutation p ≥ 2/4! ≈ 0.083)."),
         ("Predicted best base lr: [C2] γ* = D/(G·√(T·B)) for [C1] (schedule-free) runs; for [C3] (baseline) runs the "
          "[C3] optimum √(t1/(t2+t3)) with the same constant G (the [C2] value is listed beside it). B = mean of h² "
@@ -81,6 +82,11 @@ def _warnings(runs) -> list[str]:
     return out
 
 
+def _one_line(e: Exception) -> str:
+    """An error as one line: its type and message."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
 def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = None, g_param: bool = False,
                  profile_tol: float = 0.05, wandb_mode: str | None = None, dashboard: bool = False,
                  wandb_entity: str | None = None, wandb_project: str | None = None) -> dict:
@@ -101,10 +107,8 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
     runs = [r for r in runs if not pep.is_pep(r)]
     result = (analyze(runs, metric, g_param=g_param, profile_tol=profile_tol) if runs or pep_section is None
               else pep.EMPTY_ANALYSIS)
-    every, runs = runs, data.comparable_runs(runs)
-    tasks = {}
-    for r in runs:
-        tasks.setdefault(r.task, r.task_label)
+    every, runs = runs, comparable_runs(runs)
+    tasks = sorted({r.task for r in runs})
     figs = []
     best = result["prediction"]["best_lr"]
     not_drawn = []
@@ -116,7 +120,7 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
         except OSError:                 # the output can't be written: the whole report can't (__main__ says so)
             raise
         except Exception as e:          # noqa: BLE001 — the rest of the report stands; the reason is reported
-            not_drawn.append(f"figure '{title}' not drawn ({type(e).__name__}: {' '.join(str(e).split())})")
+            not_drawn.append(f"figure '{title}' not drawn ({_one_line(e)})")
             return
         methods = None
         if isinstance(p, tuple):        # a comparison figure also says which methods it draws
@@ -125,49 +129,41 @@ def build_report(path, out=None, metric: str = "auto", *, wandb: bool | None = N
             figs.append({"file": p.name, "title": title, "task": task, "kind": kind,
                          **({"methods": methods} if methods is not None else {})})
 
-    for task, label in sorted(tasks.items(), key=lambda kv: kv[1]):
-        draw("best", f"{label}: each method at its best lr", label, lambda: compare.best_runs(runs, task, out))
-        draw("lr_all", f"{label}: final metric against the lr, every method", label,
+    for task in tasks:
+        draw("best", f"{task}: each method at its best lr", task, lambda: compare.best_runs(runs, task, out))
+        draw("lr_all", f"{task}: final metric against the lr, every method", task,
              lambda: compare.lr_overview(runs, task, out))
-        draw("curves", f"{label}: evaluated metric and training loss", label, lambda: figures.curves(runs, task, out))
-        draw("fits", f"{label}: fitted bounds", label, lambda: figures.fits(runs, task, out))
-        draw("lr", f"{label}: learning-rate sensitivity", label,
-             lambda: figures.lr_sensitivity(runs, task, best, out))
+        draw("curves", f"{task}: evaluated metric and training loss", task, lambda: figures.curves(runs, task, out))
+        draw("fits", f"{task}: fitted bounds", task, lambda: figures.fits(runs, task, out))
+        draw("lr", f"{task}: learning-rate sensitivity", task, lambda: figures.lr_sensitivity(runs, task, best, out))
     draw("profiles", "performance profiles", None, lambda: figures.profile_plot(result["profiles"], out))
 
     report = {
         "source": str(root.absolute()), "source_name": root.absolute().name,
         "generated": _dt.datetime.now().isoformat(timespec="seconds"),
-        "metric_arg": metric, "tasks": [label for _, label in sorted(tasks.items(), key=lambda kv: kv[1])],
+        "metric_arg": metric, "tasks": tasks,
         **result, "figures": figs, "warnings": _warnings(every) + not_drawn, "wandb": None, "pep": pep_section,
     }
     report["method_notes"] = _notes(report, g_param)
-    use_wandb = wandb if wandb is not None else _wandb_wanted(runs)
-    if use_wandb:
-        from . import wandb_report
+
+    def attach(key: str, failed: str, make) -> None:
+        """report[key] = make(); on an error the report stands without it, the error recorded there and warned of."""
         try:
-            report["wandb"] = wandb_report.log_report(json_safe(report), runs, out, mode=wandb_mode)
+            report[key] = make()
         except Exception as e:     # noqa: BLE001 — the report stands without W&B; the error is reported
-            message = " ".join(str(e).split())
-            report["wandb"] = {"error": f"{type(e).__name__}: {message}"}
-            report["warnings"].append(f"W&B logging failed ({type(e).__name__}: {message})")
+            report[key] = {"error": _one_line(e)}
+            report["warnings"].append(f"{failed} ({_one_line(e)})")
+
+    if wandb if wandb is not None else wandb_report.wanted(runs):
+        attach("wandb", "W&B logging failed",
+               lambda: wandb_report.log_report(json_safe(report), runs, out, mode=wandb_mode))
     report["wandb_dashboard"] = None
     if dashboard:
         from . import wandb_dashboard
-        try:
-            report["wandb_dashboard"] = wandb_dashboard.make(json_safe(report), runs, out, entity=wandb_entity,
-                                                             project=wandb_project, mode=wandb_mode)
-        except Exception as e:     # noqa: BLE001 — the report stands without the dashboard; the error is reported
-            message = " ".join(str(e).split())
-            report["wandb_dashboard"] = {"error": f"{type(e).__name__}: {message}"}
-            report["warnings"].append(f"W&B dashboard failed ({type(e).__name__}: {message})")
+        attach("wandb_dashboard", "W&B dashboard failed", lambda: wandb_dashboard.make(
+            json_safe(report), runs, out, entity=wandb_entity, project=wandb_project, mode=wandb_mode))
     report["seconds"] = time.perf_counter() - started
     safe = json_safe(report)
     (out / "report.json").write_text(json.dumps(safe, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     html.write(safe, out)
     return safe
-
-
-def _wandb_wanted(runs) -> bool:
-    from .wandb_report import wanted
-    return wanted(runs)

@@ -12,33 +12,17 @@ Per-method detail follows in `figures.py`.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .data import Run
-from .figures import COLORS, DPI, lr_axis, plain_log_y, slug, wrap
+from .figures import COLORS, DPI, by_method, lr_axis, plain_log_y, slug, wrap
+from .prediction import best_lr, finals_by_lr
+from .runs import Run
 
 WIDTH, HEIGHT = 7.2, 4.4
-
-
-def _by_method(runs: list[Run], task: str) -> dict[str, list[Run]]:
-    out: dict[str, list[Run]] = defaultdict(list)
-    for r in runs:
-        if r.task == task:
-            out[r.method].append(r)
-    return dict(sorted(out.items()))
-
-
-def _best_lr(members: list[Run]) -> float | None:
-    finals: dict[float, list[float]] = defaultdict(list)
-    for r in members:
-        if r.status == "completed" and math.isfinite(r.final):
-            finals[r.lr].append(r.final)
-    return min(finals, key=lambda lr: float(np.mean(finals[lr]))) if finals else None
 
 
 def _y_axis(ax, values: list[float]) -> None:
@@ -56,7 +40,7 @@ def _y_axis(ax, values: list[float]) -> None:
 
 def best_runs(runs: list[Run], task: str, out: Path) -> tuple[Path, list[str]] | None:
     """The figure and the methods drawn in it."""
-    methods = _by_method(runs, task)
+    methods = by_method(runs, task)
     if not methods:
         return None
     metric = next(r.metric for ms in methods.values() for r in ms)
@@ -65,7 +49,7 @@ def best_runs(runs: list[Run], task: str, out: Path) -> tuple[Path, list[str]] |
     values: list[float] = []
     drawn: list[str] = []
     for i, (method, members) in enumerate(methods.items()):
-        lr = _best_lr(members)
+        lr = best_lr(members)
         if lr is None:
             continue
         chosen = [r for r in members if r.lr == lr and r.status == "completed"]
@@ -101,7 +85,7 @@ def best_runs(runs: list[Run], task: str, out: Path) -> tuple[Path, list[str]] |
 
 def lr_overview(runs: list[Run], task: str, out: Path) -> tuple[Path, list[str]] | None:
     """The figure and the methods drawn in it."""
-    methods = _by_method(runs, task)
+    methods = by_method(runs, task)
     if not methods or not any(r.status in ("completed", "diverged") for ms in methods.values() for r in ms):
         return None
     metric = next(r.metric for ms in methods.values() for r in ms)
@@ -116,10 +100,7 @@ def lr_overview(runs: list[Run], task: str, out: Path) -> tuple[Path, list[str]]
             if members[0].lr_role != role:
                 continue
             color = COLORS[i % len(COLORS)]
-            by_lr: dict[float, list[float]] = defaultdict(list)
-            for r in members:
-                if r.status == "completed" and math.isfinite(r.final):
-                    by_lr[r.lr].append(r.final)
+            by_lr = finals_by_lr(members)
             lrs = sorted(by_lr)
             swept.extend(r.lr for r in members)
             ax.plot(lrs, [float(np.mean(by_lr[lr])) for lr in lrs], color=color, marker="o", ms=4, lw=1.5,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 import textwrap
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,14 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from .data import Run, smoothed_train
+from .fits import smoothed_train
+from .prediction import finals_by_lr
+from .runs import Run, group_by
 
 DPI = 100
 PANEL_W, PANEL_H = 4.6, 3.6
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
           "tab:cyan", "tab:gray")
-_SCHEDULE_COLORS = COLORS       # kept for callers of the old name
 
 
 def slug(text: str) -> str:
@@ -69,11 +69,9 @@ def _lr_name(run: Run) -> str:
     return "cap" if run.lr_role == "cap" else "lr"
 
 
-def _by_task_method(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
-    out: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
-    for r in runs:
-        out[r.task][r.method].append(r)
-    return out
+def by_method(runs: list[Run], task: str) -> dict[str, list[Run]]:
+    """The runs of `task` by method, methods sorted."""
+    return dict(sorted(group_by([r for r in runs if r.task == task], lambda r: r.method).items()))
 
 
 def _positive(values) -> bool:
@@ -113,10 +111,6 @@ def _ticks(axes, log_y: bool) -> None:
             ax.yaxis.set_major_locator(MaxNLocator(nbins=6, min_n_ticks=4))
 
 
-def _label(runs: list[Run], task: str) -> str:
-    return task
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 def train_overlay(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray, str] | None:
     """The smoothed training loss in the metric's units, or None where it is a different quantity: the loss itself
@@ -135,7 +129,7 @@ def train_overlay(run: Run, metric: str) -> tuple[np.ndarray, np.ndarray, str] |
 
 def curves(runs: list[Run], task: str, out: Path) -> Path | None:
     """Per method: the evaluated metric at x (mean over seeds, min–max band) and the smoothed training loss."""
-    methods = _by_task_method(runs)[task]
+    methods = by_method(runs, task)
     if not methods:
         return None
     metric = next(r.metric for ms in methods.values() for r in ms)
@@ -144,9 +138,7 @@ def curves(runs: list[Run], task: str, out: Path) -> Path | None:
     all_values, positive_only = [], []
     any_train = False
     for ax, (method, members) in zip(axes, sorted(methods.items())):
-        groups: dict[tuple, list[Run]] = defaultdict(list)
-        for r in members:
-            groups[r.setting].append(r)
+        groups = group_by(members, lambda r: r.setting)
         handles, plotted = [], False
         for setting, group in sorted(groups.items(), key=lambda kv: kv[1][0].lr):
             color = colors.get(group[0].lr, "black")
@@ -196,7 +188,7 @@ def curves(runs: list[Run], task: str, out: Path) -> Path | None:
 
 def fits(runs: list[Run], task: str, out: Path) -> Path | None:
     """Each run's fitted series (solid) and its fitted [C4] bound (dashed), one panel per method."""
-    methods = _by_task_method(runs)[task]
+    methods = by_method(runs, task)
     if not any(r.fit is not None and r.fit.ok for ms in methods.values() for r in ms):
         return None                                   # nothing fitted: the page says why instead of empty axes
     metric = next(r.metric for ms in methods.values() for r in ms)
@@ -303,7 +295,7 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
         return None
     metric = members[0].metric
     methods = sorted({r.method for r in members})
-    finals = [r.final for r in members if r.status == "completed" and math.isfinite(r.final)]
+    finals = [r.final for r in members if r.finished]
     if not finals and not any(r.status == "diverged" for r in members):
         return None                     # no run has finished yet (a live sweep): nothing to set against the lr
     fig, axes = _grid(len(methods), width=PANEL_W, height=PANEL_H + 0.2, sharey=True)
@@ -312,10 +304,7 @@ def lr_sensitivity(runs: list[Run], task: str, best: list[dict], out: Path) -> P
         group = [r for r in members if r.method == method]
         c = COLORS[i % len(COLORS)]
         top = blended_transform_factory(ax.transData, ax.transAxes)
-        by_lr: dict[float, list[float]] = defaultdict(list)
-        for r in group:
-            if r.status == "completed" and math.isfinite(r.final):
-                by_lr[r.lr].append(r.final)
+        by_lr = finals_by_lr(group)
         lrs = sorted(by_lr)
         means = [float(np.mean(by_lr[lr])) for lr in lrs]
         handles = []

@@ -90,6 +90,29 @@ def bound_label(kind: Any, bound_kind: Any) -> str:
     return f"{kind} ({bound_kind})" if bound_kind else str(kind)
 
 
+def pep_section(section: dict) -> str:
+    """The page's PEP section (report.html)."""
+    e = html.escape
+    parts = ["<h2>PEP worst cases</h2>", f"<p class=\"meta\">{e(section['note'])}</p>"]
+    if section.get("figure"):
+        parts.append(_figure({"file": section["figure"], "title": "PEP worst cases"},
+                             "Worst case over the horizon T, one line per method (log–log). Each run's own "
+                             "pep.png shows its worst case scaled by the rate it is claimed to have (flat when "
+                             "tight)."))
+    rows = []
+    for r in section["runs"]:
+        fits = {f["form"]: f for f in r["fits"]}
+        power, inv_log = fits.get("T^-a"), fits.get("1/log(T+1)")
+        rows.append([r["run"], r["label"], r["status"], f"{min(r['T'])}–{max(r['T'])}" if r["T"] else "",
+                     r["worst_case"][-1] if r["worst_case"] else None,
+                     power["a"] if power else None, power["rms_log_residual"] if power else None,
+                     inv_log["rms_log_residual"] if inv_log else None, r["note"] or ""])
+    parts.append(table(["run", "method", "status", "T", "worst case at largest T", "fitted a in T^−a",
+                        "rms log-residual T^−a", "rms log-residual 1/log(T+1)", "note"], rows, left=3,
+                       left_last=True, run_col=0))
+    return "\n".join(parts)
+
+
 def render(report: dict) -> str:
     e = html.escape
     parts = [(f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>sfbench report — "
@@ -192,8 +215,8 @@ def render(report: dict) -> str:
         for fig in figs:
             if fig["kind"] == "profiles":
                 parts.append(_figure(fig, "AlgoPerf-style performance profile: for each task the target is the best "
-                                          f"final metric of any run + {prof['tol']:g}·|best|; a method's steps to reach "
-                                          "it (its best setting, median over seeds) divided by the fastest "
+                                          f"final metric of any run + {prof['tol']:g}·|best|; a method's steps to "
+                                          "reach it (its best setting, median over seeds) divided by the fastest "
                                           "method's; ρ(τ) is the fraction of tasks with ratio ≤ τ (never reached: ∞)."))
         methods = sorted(prof["steps"])
         parts.append(table(["method"] + [f"{t}: steps (ratio)" for t in prof["tasks"]],
@@ -203,8 +226,7 @@ def render(report: dict) -> str:
                                                               prof["targets"].items()) + "</p>")
 
     if report.get("pep"):
-        from .pep import html as pep_html
-        parts.append(pep_html(report["pep"]))
+        parts.append(pep_section(report["pep"]))
     if not report["runs"] and report.get("pep"):       # only PEP jobs: no training runs to list or explain
         parts.append("</body></html>\n")
         return "\n".join(parts)

@@ -1,13 +1,16 @@
 """The report's PEP section: runs of the `sfn_pep` preset (or any config with a `pep:` node, sfbench/cli/pep_job.py)
 hold `pep.csv` (worst case per horizon T) instead of a training curve. They are read here, never pooled with
 training runs: one figure with every method's worst case over T, and per method the fitted rates T^−a against
-1/log(T+1) (sfbench.pep.rates.fit_rates, docs/pep.md), so the page says which one the horizons can tell apart."""
+1/log(T+1) (sfbench.pep.rates.fit_rates, docs/pep.md), so the page (html.pep_section) says which one the horizons
+can tell apart."""
 
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
+
+from .runs import to_float
 
 FIGURE = "pep_worst_cases.png"
 
@@ -24,13 +27,6 @@ def is_pep(run) -> bool:
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def section(runs: list, out: Path) -> dict | None:
@@ -54,7 +50,7 @@ def section(runs: list, out: Path) -> dict | None:
             continue
         data = [r for r in _rows(csv_path) if r.get("T")]
         Ts = [int(r["T"]) for r in data]
-        wc = [_float(r.get("worst_case")) for r in data]
+        wc = [to_float(r.get("worst_case")) for r in data]
         entry.update(T=Ts, n_T=len(Ts), worst_case=wc)
         try:
             fits = fit_rates(Ts, wc, T_min=min(5, max(Ts) - 2) if Ts else 5)
@@ -112,29 +108,3 @@ def _plot(series: list, out: Path) -> str:
     fig.savefig(out / FIGURE, dpi=120)
     plt.close(fig)
     return FIGURE
-
-
-def html(section: dict) -> str:
-    """The page's PEP section (report.html)."""
-    from html import escape as e
-
-    from .html import _figure, table
-
-    parts = ["<h2>PEP worst cases</h2>", f"<p class=\"meta\">{e(section['note'])}</p>"]
-    if section.get("figure"):
-        parts.append(_figure({"file": section["figure"], "title": "PEP worst cases"},
-                             "Worst case over the horizon T, one line per method (log–log). Each run's own "
-                             "pep.png shows its worst case scaled by the rate it is claimed to have (flat when "
-                             "tight)."))
-    rows = []
-    for r in section["runs"]:
-        fits = {f["form"]: f for f in r["fits"]}
-        power, inv_log = fits.get("T^-a"), fits.get("1/log(T+1)")
-        rows.append([r["run"], r["label"], r["status"], f"{min(r['T'])}–{max(r['T'])}" if r["T"] else "",
-                     r["worst_case"][-1] if r["worst_case"] else None,
-                     power["a"] if power else None, power["rms_log_residual"] if power else None,
-                     inv_log["rms_log_residual"] if inv_log else None, r["note"] or ""])
-    parts.append(table(["run", "method", "status", "T", "worst case at largest T", "fitted a in T^−a",
-                        "rms log-residual T^−a", "rms log-residual 1/log(T+1)", "note"], rows, left=3,
-                       left_last=True, run_col=0))
-    return "\n".join(parts)

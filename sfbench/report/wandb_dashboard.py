@@ -1,4 +1,5 @@
-"""A saved W&B report — the sweep's dashboard — built with the `wandb-workspaces` package (`wandb_workspaces.reports.v2`).
+"""A saved W&B report — the sweep's dashboard — built with the `wandb-workspaces` package
+(`wandb_workspaces.reports.v2`).
 
     python -m sfbench.report DIR --wandb-dashboard [--wandb-entity E] [--wandb-project P]
     python -m sfbench.report --publish-dashboard OUT/wandb_dashboard.json [--wandb-entity E]
@@ -30,6 +31,10 @@ import math
 import shlex
 from pathlib import Path
 from typing import Any
+
+from sfbench.tracking.wandb_sink import resolve_mode
+
+from .wandb_report import group_of, logger_setting, wanted
 
 SPEC_FILE = "wandb_dashboard.json"
 MISSING = "<unset>"
@@ -180,14 +185,10 @@ def make(report: dict, runs, out: Path, *, entity: str | None = None, project: s
          mode: str | None = None) -> dict:
     """Build the dashboard; save it online, else write its spec. Returns {"mode", "url" | "spec", …} and prints
     the URL or how to publish."""
-    from sfbench.tracking.wandb_sink import resolve_mode
-
-    from .wandb_report import _logger_setting, group_of, wanted
-
-    entity = entity or _logger_setting(runs, "entity")
-    project = project or _logger_setting(runs, "project", "sfbench")
+    entity = entity or logger_setting(runs, "entity")
+    project = project or logger_setting(runs, "project", "sfbench")
     group = group_of(runs, report["source_name"])
-    mode = resolve_mode(mode or _logger_setting(runs, "mode", "auto"))
+    mode = resolve_mode(mode or logger_setting(runs, "mode", "auto"))
     dashboard = build(report, entity=entity or "", project=project, group=group)
     info: dict[str, Any] = {"mode": mode, "entity": entity, "project": project, "group": group,
                             "sections": sum(1 for m in report.get("methods") or [])}

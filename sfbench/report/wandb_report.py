@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sfbench.tracking.wandb_sink import resolve_mode
+
+from .figures import slug
 
 WANDB_SINK = "sfbench.tracking.wandb_sink.WandbSink"
 
@@ -22,7 +27,8 @@ def wanted(runs) -> bool:
     return any(r.config.get("logger._target_") == WANDB_SINK for r in runs)
 
 
-def _logger_setting(runs, key: str, default=None):
+def logger_setting(runs, key: str, default=None):
+    """`logger.<key>` of the first run logged with the W&B sink that sets it, else `default`."""
     for r in runs:
         if r.config.get("logger._target_") == WANDB_SINK and r.config.get(f"logger.{key}") is not None:
             return r.config[f"logger.{key}"]
@@ -45,7 +51,7 @@ def log_report(report: dict, runs, out: Path, *, mode: str | None = None) -> dic
     import wandb
 
     out = Path(out).absolute()
-    mode = resolve_mode(mode or _logger_setting(runs, "mode", "auto"))
+    mode = resolve_mode(mode or logger_setting(runs, "mode", "auto"))
     if mode == "disabled":
         return {"mode": mode, "dir": None, "id": None, "group": None}
     group = group_of(runs, report["source_name"])
@@ -53,7 +59,7 @@ def log_report(report: dict, runs, out: Path, *, mode: str | None = None) -> dic
                               reinit="finish_previous")
     # one W&B run per report directory: a report made again continues it (a new step) instead of adding a run
     run_id = "report-" + hashlib.sha1(str(out).encode()).hexdigest()[:16]
-    run = wandb.init(project=_logger_setting(runs, "project", "sfbench"), entity=_logger_setting(runs, "entity"),
+    run = wandb.init(project=logger_setting(runs, "project", "sfbench"), entity=logger_setting(runs, "entity"),
                      dir=out, group=group, job_type="report", name=f"report-{group}", mode=mode, id=run_id,
                      resume="allow",
                      config={"source": report["source"], "metric": report["metric"], "n_runs": report["n_runs"]},
@@ -107,10 +113,6 @@ def line_plots(wandb, runs, best: list[dict]) -> dict:
     - `report/cap/<task>`: the same for the methods whose opt.lr is a cap on an adaptive step (SF-Polyak), on their
       own axis: a cap is not a base lr.
     """
-    from collections import defaultdict
-
-    import numpy as np
-
     charts = {}
     for r in runs:
         if r.fit is None or not r.fit.ok or r.fit_steps is None:
@@ -127,7 +129,7 @@ def line_plots(wandb, runs, best: list[dict]) -> dict:
     by_axis: dict[tuple[str, str], dict[str, dict[float, list[float]]]] = \
         defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in runs:
-        if r.status == "completed" and math.isfinite(r.final) and r.lr > 0:
+        if r.finished and r.lr > 0:
             by_axis[(r.task, "cap" if r.lr_role == "cap" else "lr")][r.method][r.lr].append(r.final)
     for (task, role), methods in sorted(by_axis.items()):
         xs, ys, keys = [], [], []
@@ -154,10 +156,6 @@ def chart_key(prefix: str, name: str, taken) -> str:
     """`prefix` + the name as a W&B key: its slug, or — when longer than KEY_TAIL (a Hydra run directory named by
     all its overrides) — the slug's head and a hash of the whole name, so the key stays unique and its artifact
     name legal."""
-    import hashlib
-
-    from .figures import slug
-
     tail = slug(name)
     if len(tail) > KEY_TAIL:
         tail = tail[:KEY_TAIL - 9] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -175,13 +173,12 @@ def _plain(x):
 
 def _run_dir(run, out: Path, mode: str) -> str | None:
     """The offline-run-*/run-* folder of this run."""
-    for attr in ("sync_dir",):
-        try:
-            value = getattr(run.settings, attr)
-        except Exception:        # noqa: BLE001 — a settings attribute that this wandb version lacks
-            value = None
-        if value:
-            return str(Path(value).absolute())
+    try:
+        sync_dir = run.settings.sync_dir
+    except Exception:            # noqa: BLE001 — a settings attribute that this wandb version lacks
+        sync_dir = None
+    if sync_dir:
+        return str(Path(sync_dir).absolute())
     prefix = "offline-run-" if mode == "offline" else "run-"
     found = sorted((out / "wandb").glob(f"{prefix}*-{run.id}"))
     return str(found[-1]) if found else None

@@ -294,13 +294,12 @@ METRICS_REMEDY = ("Delete that line (or the file from there on) and run the same
                   "happens otherwise)")
 
 
-def iter_metrics(path: str | os.PathLike) -> Iterator[dict]:
+def iter_metrics(path: str | os.PathLike, skipped: list[str] | None = None) -> Iterator[dict]:
     """The complete lines of a metrics.jsonl; a last line cut short by a crash is skipped. Any other line that is not
-    a JSON object with an integer `step` raises `RecordDamaged` naming the file and the line."""
+    a JSON object with an integer `step` raises `RecordDamaged` naming the file and the line, or, when `skipped` is a
+    list, is left out and described in it (`line N …`): a reader that shows what it can, such as the report."""
     with open(path, "rb") as f:
-        number = 0
-        for raw in f:
-            number += 1
+        for number, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 break                      # torn write at the end of a killed run
             if not raw.strip():
@@ -308,11 +307,16 @@ def iter_metrics(path: str | os.PathLike) -> Iterator[dict]:
             try:
                 row = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                raise RecordDamaged(path, f"line {number} is not a JSON object ({_preview(raw)})",
-                                    METRICS_REMEDY) from None
-            if not isinstance(row, dict) or not isinstance(row.get("step"), int) or isinstance(row["step"], bool):
-                raise RecordDamaged(path, f"line {number} has no integer 'step' ({_preview(raw)})", METRICS_REMEDY)
-            yield row
+                problem = "is not a JSON object"
+            else:
+                if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+                    yield row
+                    continue
+                problem = "has no integer 'step'"
+            message = f"line {number} {problem} ({_preview(raw)})"
+            if skipped is None:
+                raise RecordDamaged(path, message, METRICS_REMEDY)
+            skipped.append(message)
 
 
 def _preview(raw: bytes) -> str:
