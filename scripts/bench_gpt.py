@@ -5,13 +5,10 @@ Every contestant trains the same shape on the same batches with the same optimiz
 betas (0.9, 0.95), weight decay 0.1, PyTorch's default implementation) in a bare PyTorch loop — batch → logits →
 cross-entropy → backward → step:
 
-- `sfbench`: the task's own model and loss (`task.model()`, `task.loss()`: transformers' GPT-2 class with sfbench's
-  lean forward and its one-pass GELU, sfbench/tasks/gpt2_fast.py);
-- `sfbench-ops`: the same model with its GELU through PyTorch's operations instead of the C kernel
-  (sfbench/tasks/gelu_tanh.c): what the kernel brings, and what runs where no C compiler is found;
-- `transformers`: transformers' `GPT2LMHeadModel` as sfbench built it before (GPT-2's `gelu_new`), same weights;
-- `pytorch`: a bare PyTorch GPT-2 written out below (nn.Linear, F.scaled_dot_product_attention, tanh GELU), same
-  weights — the floor for this architecture without any library around it; its logits are checked against sfbench's;
+- `sfbench`: the task's own model and loss (`task.model()`, `task.loss()`: sfbench/tasks/gpt_model.py, a GPT-2 in
+  plain PyTorch with PyTorch's tanh GELU);
+- `transformers`: transformers' `GPT2LMHeadModel` with the same weights (`gelu_pytorch_tanh`, SDPA attention); the
+  largest difference of its logits from sfbench's is printed;
 - `nanoGPT` (with `--nanogpt DIR`, a directory holding nanoGPT's `model.py`, e.g. copied from a checkout of
   github.com/karpathy/nanoGPT; not part of sfbench): `GPT(GPTConfig(...))` with bias, no dropout, trained as its
   `train.py` does, `logits, loss = model(x, y)`. It has its own initialisation and exact (erf) GELU, so only its
@@ -20,7 +17,7 @@ cross-entropy → backward → step:
 Steps alternate in blocks: each round runs `--block` steps of every contestant (the order rotates every round), after
 `--warmup` blocks each. Reported per contestant: median milliseconds per step over rounds, wall clock and CPU time of
 the process (`time.process_time`, steadier than wall time on a shared machine), tokens/s; and each contestant's
-steps/s relative to the reference (nanoGPT if given, else `pytorch`) as the median of the per-round ratios.
+steps/s relative to the reference (nanoGPT if given, else `transformers`) as the median of the per-round ratios.
 
     python scripts/bench_gpt.py --nanogpt /tmp/nanogpt                        # task=gpt's CPU default shape
     python scripts/bench_gpt.py --nanogpt /tmp/nanogpt --threads 1 --rounds 30
@@ -34,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import math
 import os
@@ -56,58 +52,6 @@ def compose(overrides: list[str]):
     register_resolvers()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         return compose("config", overrides=["task=gpt", "logger=none", *overrides])
-
-
-def bare_gpt(state: dict, n_layer: int, n_head: int):
-    """A GPT-2 in plain PyTorch with the weights of a transformers GPT-2 state dict (Conv1D weights transposed into
-    nn.Linear's layout); tied input embedding and output head."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    def linear(prefix):
-        w = state[prefix + ".weight"]
-        layer = nn.Linear(w.shape[0], w.shape[1])
-        with torch.no_grad():
-            layer.weight.copy_(w.t())
-            layer.bias.copy_(state[prefix + ".bias"])
-        return layer
-
-    def norm(prefix):
-        layer = nn.LayerNorm(state[prefix + ".weight"].shape[0])
-        layer.load_state_dict({"weight": state[prefix + ".weight"], "bias": state[prefix + ".bias"]})
-        return layer
-
-    class Block(nn.Module):
-        def __init__(self, i):
-            super().__init__()
-            p = f"transformer.h.{i}"
-            self.ln_1, self.qkv, self.proj = norm(p + ".ln_1"), linear(p + ".attn.c_attn"), linear(p + ".attn.c_proj")
-            self.ln_2, self.fc, self.out = norm(p + ".ln_2"), linear(p + ".mlp.c_fc"), linear(p + ".mlp.c_proj")
-
-        def forward(self, x):
-            b, t, c = x.shape
-            q, k, v = self.qkv(self.ln_1(x)).split(c, dim=2)
-            q, k, v = (z.view(b, t, n_head, c // n_head).transpose(1, 2) for z in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.proj(y.transpose(1, 2).reshape(b, t, c))
-            return x + self.out(F.gelu(self.fc(self.ln_2(x)), approximate="tanh"))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte = nn.Embedding.from_pretrained(state["transformer.wte.weight"].clone(), freeze=False)
-            self.wpe = nn.Embedding.from_pretrained(state["transformer.wpe.weight"].clone(), freeze=False)
-            self.blocks = nn.ModuleList(Block(i) for i in range(n_layer))
-            self.ln_f = norm("transformer.ln_f")
-
-        def forward(self, idx):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
-            for block in self.blocks:
-                x = block(x)
-            return F.linear(self.ln_f(x), self.wte.weight)
-
-    return GPT()
 
 
 def machine() -> str:
@@ -137,8 +81,6 @@ def main() -> None:
     import torch
     from hydra.utils import instantiate
 
-    from sfbench.tasks import native
-    from sfbench.tasks.gelu import GELUTanh, native_kernel
     from sfbench.tasks.gpt_model import next_token_ce
 
     if args.threads:
@@ -153,30 +95,22 @@ def main() -> None:
     B, T, V = task.batch_size, task.block_size, task.data.vocab_size
     torch.manual_seed(0)
     ours = task.model().to(device)
-    state = {k: v.detach().clone() for k, v in ours.state_dict().items()}
     batches = [task.batch(step) for step in range(8)]
-
     contestants = {"sfbench": (ours, lambda batch: task.loss(ours, batch)[0])}
-    ops = copy.deepcopy(ours)           # the same model with the GELU through PyTorch's operations (no C kernel)
-    for block_ in ops.transformer.h:
-        if isinstance(block_.mlp.act, GELUTanh):
-            block_.mlp.act = GELUTanh(native=False)
-    contestants["sfbench-ops"] = (ops, lambda batch: task.loss(ops, batch)[0])
 
-    from transformers import GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = copy.deepcopy(ours.config)
-    config.activation_function = "gelu_new"
-    before = GPT2LMHeadModel(config)
-    before.load_state_dict(state)
-    before.to(device)
-    contestants["transformers"] = (before, lambda batch: next_token_ce(before(input_ids=batch[0]).logits, batch[1]))
-
-    bare = bare_gpt(state, m["n_layer"], m["n_head"]).to(device)
+    c = ours.config
+    theirs = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=T, n_embd=c.n_embd, n_layer=c.n_layer,
+                                        n_head=c.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                        tie_word_embeddings=True, activation_function="gelu_pytorch_tanh",
+                                        use_cache=False, bos_token_id=None, eos_token_id=None))
+    theirs.load_state_dict(ours.hf_state_dict())
+    theirs.to(device)
     with torch.no_grad():
         x0 = batches[0][0]
-        gap = (bare(x0) - ours(input_ids=x0).logits).abs().max().item()
-    contestants["pytorch"] = (bare, lambda batch: next_token_ce(bare(batch[0]), batch[1]))
+        gap = (theirs.eval()(input_ids=x0).logits - ours.eval()(x0)).abs().max().item()
+    contestants["transformers"] = (theirs, lambda batch: next_token_ce(theirs(input_ids=batch[0]).logits, batch[1]))
 
     nano_info = None
     if args.nanogpt:
@@ -239,18 +173,15 @@ def main() -> None:
             cpu[name].append(c)
     load_after = os.getloadavg()
 
-    ref = "nanoGPT" if "nanoGPT" in names else ("pytorch" if "pytorch" in names else names[0])
+    ref = "nanoGPT" if "nanoGPT" in names else ("transformers" if "transformers" in names else names[0])
     print(f"# bench_gpt: {cfg.task._target_.rsplit('.', 1)[-1]} model {m['n_layer']} layers × {m['n_embd']} wide, "
           f"{m['n_head']} heads, block {T}, vocab {V}, batch {B}, {args.precision}"
           f"{', torch.compile' if args.compile else ''}, {device}; AdamW; {args.rounds} rounds × {args.block} steps "
           f"per contestant, alternating (+{args.warmup} warm-up blocks)")
     print(f"# machine: {machine()}; load average {load_before[0]:.1f} → {load_after[0]:.1f} (1 min)")
-    native_kernel()
-    print(f"# sfbench's GELU kernel: {native.status('gelu_tanh')}")
     if nano_info:
         print(f"# nanoGPT model.py sha256 {nano_info} from {Path(args.nanogpt).expanduser()}")
-    if "pytorch" in names:
-        print(f"# pytorch vs sfbench logits, same weights: max |Δ| = {gap:.2e}")
+    print(f"# transformers' GPT-2 vs sfbench's logits, same weights: max |Δ| = {gap:.2e}")
     print(f"| model | ms/step wall (median) | ms/step CPU (median) | tokens/s (wall) | steps/s vs {ref} (wall) "
           f"| vs {ref} (CPU time) |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -275,9 +206,7 @@ def _swap_model(loss_fn, name, compiled, task):
         return lambda batch: task.loss(compiled, batch)[0]
     if name == "transformers":
         return lambda batch: next_token_ce(compiled(input_ids=batch[0]).logits, batch[1])
-    if name == "nanoGPT":
-        return lambda batch: compiled(batch[0], batch[1])[1]
-    return lambda batch: next_token_ce(compiled(batch[0]), batch[1])
+    return lambda batch: compiled(batch[0], batch[1])[1]
 
 
 if __name__ == "__main__":

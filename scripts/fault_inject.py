@@ -63,7 +63,7 @@ TASKS = {
     "gpt": {"args": ["task=gpt", "logger=none", "trainer.log_every_s=1e9", "task.data.block_size=32",
                      "task.data.batch_size=8", "task.eval_batches=2", "task.model.n_layer=1", "task.model.n_embd=32",
                      "task.model.n_head=2", "task.model.dropout=0.1"], "steps": 160, "eval_every": False,
-            "imports": ["sfbench.tasks.gpt", "sfbench.tasks.gpt2_fast"]},     # gpt2_fast: transformers' GPT-2
+            "imports": ["sfbench.tasks.gpt", "sfbench.tasks.gpt_model"]},
 }
 
 

@@ -7,15 +7,6 @@ import os
 import pytest
 
 
-def gelu_tanh_f64(x):
-    """GPT-2's tanh GELU, 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))), written out in float64: the oracle of
-    sfbench/tasks/gelu.py's kernels (tests/test_gpt_model.py, tests/test_native.py)."""
-    import torch
-
-    x = x.double()
-    return 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x ** 3)))
-
-
 # Tiny settings for end-to-end runs through the CLI: seconds, not minutes, on 2 CPU cores.
 TINY = ["logger=none", "trainer.steps=12", "trainer.eval_every=6", "trainer.ckpt_every=6",
         "task.data.block_size=32", "task.data.batch_size=4", "task.eval_batches=2",

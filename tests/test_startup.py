@@ -16,7 +16,8 @@ PROBE = """
 import json, sys
 import sfbench.cli, sfbench.cli.app, sfbench.train, sfbench.optim, sfbench.tracking, sfbench.theory
 import sfbench.tasks.gpt, sfbench.tasks.distill, sfbench.tasks.teacher, sfbench.tasks.gpt_model
-import sfbench.tasks.testbeds, sfbench.tasks.cifar, sfbench.tasks.text
+import sfbench.tasks.testbeds, sfbench.tasks.cifar, sfbench.tasks.sources, sfbench.tasks.tokenizer
+import sfbench.tasks.token_cache, sfbench.tasks.windows
 after_imports = sorted(m for m in {optional} if m in sys.modules)
 from sfbench.cli import main
 try:
@@ -25,9 +26,12 @@ except SystemExit as e:
     assert not e.code, e.code
 after_run = sorted(m for m in {optional} if m in sys.modules)
 from sfbench.tasks.gpt_model import gpt2
-gpt2(256, 16, 1, 16, 2)
-print(json.dumps({{"imports": after_imports, "run": after_run,
-                   "model": sorted(m for m in {optional} if m in sys.modules)}}))
+model = gpt2(256, 16, 1, 16, 2)
+model(__import__("torch").zeros(1, 4, dtype=__import__("torch").long)).sum().backward()
+after_model = sorted(m for m in {optional} if m in sys.modules)
+model.save_pretrained("saved")
+print(json.dumps({{"imports": after_imports, "run": after_run, "model": after_model,
+                   "saved": sorted(m for m in {optional} if m in sys.modules)}}))
 """
 
 
@@ -38,5 +42,6 @@ def test_optional_libraries_load_when_used(sfbench_env, tmp_path):
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded["imports"] == []          # importing the CLI, trainer, theory and every task module
     assert loaded["run"] == []              # a logreg run without W&B and the end-of-run fit
-    assert "transformers" in loaded["model"]      # the GPT model does need transformers (the probe is live)
+    assert loaded["model"] == []            # the GPT model is plain PyTorch: built, run and differentiated
+    assert "transformers" in loaded["saved"]      # saving it in transformers' format does load it (the probe is live)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"

@@ -24,9 +24,9 @@ import torch
 
 from .base import ConfigError
 from .text import quiet_transformers
-from .gpt_model import gpt2, logits_of, model_class, next_token_ce
+from .gpt_model import GPT2, gpt2, logits_of, next_token_ce
 
-TEACHER_FORMAT = 1
+TEACHER_FORMAT = 2
 
 
 def load_hub_teacher(name_or_path: str, device: torch.device) -> torch.nn.Module:
@@ -85,7 +85,7 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
             _train(config, data, vocab_size, block_size, target, seed, device)
         else:
             print(f"sfbench: reusing the teacher cached at {target}", file=sys.stderr)
-        model = model_class().from_pretrained(target)      # transformers' GPT-2, lean forward (gpt_model.py)
+        model = GPT2.from_pretrained(target)
         info = json.loads((target / INFO).read_text())
     info["path"] = str(target)
     return freeze(model.to(device)), info
