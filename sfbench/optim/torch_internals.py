@@ -1,7 +1,7 @@
 """The one place sfbench reaches into torch's internals. `LeanOptimizer`: torch wraps `add_param_group`, `zero_grad`,
-`state_dict` and `load_state_dict` in `_disable_dynamo`, whose first call imports torch._dynamo (1.4–3.2 s on 2 CPU
-cores: `import torch._dynamo` timed after `import torch`, torch 2.14); until something has imported it nothing can be
-compiling, so the plain method runs, then torch's — outside the checked torch versions, torch's always.
+`state_dict` and `load_state_dict` in `_disable_dynamo`, whose first call imports torch._dynamo (seconds of start-up);
+until something has imported it nothing can be compiling, so the plain method runs, then torch's — outside the
+checked torch versions, torch's always.
 `init_as_optimizer`: an optimizer made of other optimizers, which shares their param groups.
 """
 

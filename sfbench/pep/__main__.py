@@ -24,7 +24,7 @@ from pathlib import Path
 from .problems import ANCHORS, DEFAULT_SOLVER, LINEAR_AVERAGINGS, METHODS, SOLVERS, scalings, sweep
 from .rates import fit_rates
 
-#: A horizon larger than this is refused: the SDP has O(T²) constraints, T = 30 already takes ~5 s on 2 cores.
+#: A horizon larger than this is refused: the SDP has O(T²) constraints.
 MAX_T = 200
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
