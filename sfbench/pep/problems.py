@@ -47,8 +47,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -57,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from sfbench import cache_root
+from sfbench.tracking.run_record import atomic_write
 
 #: The PEPs this module builds (see the module docstring).
 METHODS = ("sf_constant", "sf_linear", "sf_poly", "sf_increasing", "xz_distance")
@@ -198,15 +197,9 @@ def _cache_read(path: Path, key: dict) -> dict | None:
 
 
 def _cache_write(path: Path, key: dict, result: dict) -> None:
+    """Written atomically: parallel sweeps never read half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"key": {"version": CACHE_VERSION, **key}, "result": result}, fh, indent=1)
-        os.replace(tmp, path)                                       # atomic: parallel sweeps never read half a file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps({"key": {"version": CACHE_VERSION, **key}, "result": result}, indent=1), fsync=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,9 +22,12 @@ import torch.nn.functional as F
 
 from sfbench import cache_root
 
+from ..tracking.run_record import atomic_write
 from .base import ConfigError, Task, check_choice, check_positive_int
 from .gpt_model import gpt2, logits_of, next_token_ce
 from .lm_data import check_data, check_model, load_tokens, settings
+from .sources import DataError
+from .windows import eval_windows, sample_windows
 
 OBJECTIVES = ("ce", "kl")
 TEACHER_KEYS = ("name_or_path", "n_layer", "n_embd", "n_head", "steps", "lr", "batch_size")
@@ -61,19 +64,15 @@ class DistillTask(Task):
 
     # -- data and teacher --------------------------------------------------------------------------------------------
     def setup(self, device: torch.device) -> None:
-        from . import text
-
         if getattr(self, "device", None) == device:      # already set up (e.g. several runs in one process)
             return
         try:
             self._setup(device)
-        except text.DataError as err:
+        except DataError as err:
             self.device = None
             raise ConfigError(f"task.data: {err}") from None
 
     def _setup(self, device: torch.device) -> None:
-        from . import text
-
         self.device = device
         d = self.data_cfg
         hub = self.teacher_cfg.get("name_or_path")
@@ -105,7 +104,7 @@ class DistillTask(Task):
                 f"{teacher_id}|{Path(self.data.path).name}|val_frac={self.data_cfg['val_frac']}|seed={self.seed}|"
                 f"b={self.batch_size}|t={self.block_size}|device={device.type}")
         self._eval = [(x.to(device), y.to(device)) for x, y in
-                      text.eval_windows(self.data.val, self.batch_size, self.block_size, self.eval_batches)]
+                      eval_windows(self.data.val, self.batch_size, self.block_size, self.eval_batches)]
         with torch.no_grad():
             logits = [logits_of(self.teacher, x) for x, _ in self._eval]
             self.teacher_info["eval_ce"] = sum(next_token_ce(t, y).item() for t, (_, y) in
@@ -119,8 +118,6 @@ class DistillTask(Task):
                     key="task.student")
 
     def batch(self, step: int):
-        from .text import sample_windows
-
         x, y = sample_windows(self.data.train, self.batch_size, self.block_size, self.seed, step)
         return x.to(self.device), y.to(self.device), step
 
@@ -240,7 +237,6 @@ class TeacherOutputCache:
                 except (OSError, ValueError, KeyError):
                     merged = {}
             merged.update(self.new)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"key": self.key, "values": {str(k): v for k, v in sorted(merged.items())}}))
-            os.replace(tmp, self.path)
+            values = {str(k): v for k, v in sorted(merged.items())}
+            atomic_write(self.path, json.dumps({"key": self.key, "values": values}), fsync=False)
         self.new = {}

@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .base import ConfigError, check_choice, check_fraction, check_positive_int
+from .sources import TEXT_SOURCES, DataError, load_text
+from .token_cache import stream_tokens_cached, tokenize_cached
+from .tokenizer import make_tokenizer
+from .windows import eval_windows
 
-SOURCES = ("shakespeare", "file", "hf")
 DATA_KEYS = ("source", "path", "hf_dataset", "hf_config", "hf_split", "hf_text_field", "hf_streaming", "max_chars",
              "max_tokens", "tokenizer", "block_size", "batch_size", "val_frac", "train_chars", "val_chars")
 MODEL_KEYS = ("n_layer", "n_embd", "n_head", "dropout")
@@ -28,7 +31,7 @@ def settings(key: str, value: Any, known: tuple[str, ...]) -> dict:
 
 def check_data(data: Any) -> dict:
     d = settings("task.data", data, DATA_KEYS)
-    check_choice("task.data.source", d.get("source"), SOURCES)
+    check_choice("task.data.source", d.get("source"), TEXT_SOURCES)
     check_positive_int("task.data.block_size", d.get("block_size"), 2)
     check_positive_int("task.data.batch_size", d.get("batch_size"))
     check_fraction("task.data.val_frac", d.get("val_frac"))
@@ -83,31 +86,27 @@ def check_model(key: str, model: Any) -> dict:
 
 
 def load_tokens(d: dict, tokenizer: str, cache_dir: Path, batch_size: int, block_size: int):
-    """Corpus → tokenizer → content-keyed token cache; checks that the splits fit the windows before training."""
-    from . import text
-
+    """Corpus → tokenizer → token cache (under `cache_dir/tokens`); checks that the splits fit the windows before
+    training."""
+    tokens_dir = Path(cache_dir) / "tokens"
     if d.get("hf_streaming"):
-        data = text.stream_tokens_cached(d["hf_dataset"], text.make_tokenizer(tokenizer), Path(cache_dir) / "tokens",
-                                         d["max_tokens"], config=d.get("hf_config"), split=d.get("hf_split", "train"),
-                                         text_field=d.get("hf_text_field", "text"), val_frac=d["val_frac"])
-        for split in ("train", "val"):
-            text.eval_windows(getattr(data, split), batch_size, block_size, 1)
-        return data
-    corpus = text.load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"), hf_config=d.get("hf_config"),
-                            hf_split=d.get("hf_split", "train"), hf_text_field=d.get("hf_text_field", "text"),
-                            max_chars=d.get("max_chars"))
-    if d.get("train_chars") is None:
-        data = text.tokenize_cached(corpus, text.make_tokenizer(tokenizer), Path(cache_dir) / "tokens",
-                                    val_frac=d["val_frac"])
-    else:       # two character ranges, each tokenized on its own (as a dataset's separate splits are)
-        for key in ("train_chars", "val_chars"):
-            if d[key][1] > len(corpus):
-                raise text.DataError(f"task.data.{key}={list(d[key])}: the text has only {len(corpus):,} characters; "
-                                     "give ranges within it")
-        train, val = (text.tokenize_cached(corpus[slice(*d[key])], text.make_tokenizer(tokenizer),
-                                           Path(cache_dir) / "tokens", val_frac=0.0)
-                      for key in ("train_chars", "val_chars"))
-        data = dataclasses.replace(train, val=val.tokens)
+        data = stream_tokens_cached(d["hf_dataset"], make_tokenizer(tokenizer), tokens_dir, d["max_tokens"],
+                                    config=d.get("hf_config"), split=d.get("hf_split", "train"),
+                                    text_field=d.get("hf_text_field", "text"), val_frac=d["val_frac"])
+    else:
+        corpus = load_text(d["source"], path=d.get("path"), hf_dataset=d.get("hf_dataset"),
+                           hf_config=d.get("hf_config"), hf_split=d.get("hf_split", "train"),
+                           hf_text_field=d.get("hf_text_field", "text"), max_chars=d.get("max_chars"))
+        if d.get("train_chars") is None:
+            data = tokenize_cached(corpus, make_tokenizer(tokenizer), tokens_dir, val_frac=d["val_frac"])
+        else:       # two character ranges, each tokenized on its own (as a dataset's separate splits are)
+            for key in ("train_chars", "val_chars"):
+                if d[key][1] > len(corpus):
+                    raise DataError(f"task.data.{key}={list(d[key])}: the text has only {len(corpus):,} characters; "
+                                    "give ranges within it")
+            train, val = (tokenize_cached(corpus[slice(*d[key])], make_tokenizer(tokenizer), tokens_dir, val_frac=0.0)
+                          for key in ("train_chars", "val_chars"))
+            data = dataclasses.replace(train, val=val.tokens)
     for split in ("train", "val"):
-        text.eval_windows(getattr(data, split), batch_size, block_size, 1)
+        eval_windows(getattr(data, split), batch_size, block_size, 1)
     return data

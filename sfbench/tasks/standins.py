@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from sfbench import cache_root
+from sfbench.tracking.run_record import atomic_write, temp_name
 
 TEXT_CHARS = 300_000
 VOCAB = 512
@@ -60,7 +61,7 @@ def _locked(root: Path):
 @contextlib.contextmanager
 def _building(target: Path):
     """A fresh temporary directory beside `target`, renamed to `target` when the block completes."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_name(target), dir=target.parent))
     os.chmod(tmp, 0o755)
     try:
         yield tmp
@@ -71,13 +72,11 @@ def _building(target: Path):
 
 
 def text(root: Path) -> Path:
-    from .text import shakespeare_text
+    from .sources import shakespeare_text
 
     path = root / "tinyshakespeare.txt"
     if not path.exists():
-        tmp = root / ".tinyshakespeare.txt.tmp"
-        tmp.write_text(shakespeare_text()[:TEXT_CHARS], encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, shakespeare_text()[:TEXT_CHARS], fsync=False)
     return path
 
 
@@ -127,7 +126,7 @@ def teacher(root: Path, kind: str = "gpt2", steps: int = 200) -> Path:
         return target
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM
 
-    from .text import quiet_transformers
+    from .tokenizer import quiet_transformers
 
     quiet_transformers()
     tok = AutoTokenizer.from_pretrained(tokenizer(root))

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
+from ..tracking.run_record import temp_name
 from .base import ConfigError
-from .text import quiet_transformers
+from .tokenizer import quiet_transformers
 from .gpt_model import GPT2, gpt2, logits_of, next_token_ce
 
 TEACHER_FORMAT = 2
@@ -75,7 +76,7 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
                       Path(data.path).name)
     target = Path(cache_dir) / "teachers" / key
     with _locked(target.with_suffix(".lock")):
-        for stale in target.parent.glob(f".{key}.sfbench-tmp*"):   # a save that was killed (we hold the lock)
+        for stale in target.parent.glob(f"{temp_name(target)}*"):   # a save that was killed (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         damaged = _damage(target) if target.exists() else None
         if damaged:
@@ -119,7 +120,7 @@ def _save(model, info: dict, target: Path) -> None:
     """Save in transformers' layout under a temporary name only sfbench makes, fsync every file with info.json
     (the files' digests) last, then put it in place with one rename; a crash at any point leaves either no teacher
     or the old one, never a cut-short one that looks whole."""
-    tmp = target.with_name(f".{target.name}.sfbench-tmp{os.getpid()}")   # the run record's temporary form
+    tmp = target.with_name(f"{temp_name(target)}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     (tmp / INFO).write_text(json.dumps(dict(info, files=_digests(tmp)), indent=2))
@@ -143,7 +144,7 @@ def _train(config, data, vocab_size, block_size, target: Path, seed, device) -> 
     from tqdm import tqdm
 
     from ..terminal import tqdm_width_options
-    from .text import eval_windows, sample_windows
+    from .windows import eval_windows, sample_windows
 
     torch.manual_seed(seed)
     model = gpt2(vocab_size, block_size, config["n_layer"], config["n_embd"], config["n_head"],

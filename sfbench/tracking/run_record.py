@@ -23,6 +23,7 @@ there and the same: a run whose directory was deleted or replaced stops with `Ru
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -31,7 +32,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping
 
 import yaml
 
@@ -111,27 +112,39 @@ def temp_name(path: Path) -> str:
     return f".{path.name}{TEMP_MARK}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one; on failure the temporary
-    file is removed and the error is a `RecordWriteError` naming the path."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, fsync: bool = True) -> Iterator[BinaryIO]:
+    """A binary file for `path`'s new content: a temporary file beside it (`temp_name`), flushed, fsynced (unless
+    `fsync` is False) and renamed onto `path` when the block ends, so readers see the old file or the whole new one;
+    removed when the block (or the write) fails."""
     path = Path(path)
-    data = text.encode("utf-8")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=temp_name(path), dir=path.parent)
-    except OSError as err:
-        raise RecordWriteError(path, err, len(data)) from err
+    fd, tmp = tempfile.mkstemp(prefix=temp_name(path), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
+    except BaseException:
+        with contextlib.suppress(OSError):      # gone already, or a read-only file system: the next start removes it
             os.unlink(tmp)
-        if isinstance(err, OSError) and not isinstance(err, RecordWriteError):
-            raise RecordWriteError(path, err, len(data)) from err
         raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | memoryview | str, fsync: bool = True) -> None:
+    """Write `data` (a str as UTF-8) to `path` through `atomic_file`."""
+    with atomic_file(path, fsync) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write` for the run record: a failure is a `RecordWriteError` naming the path."""
+    data = text.encode("utf-8")
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        raise RecordWriteError(path, err, len(data)) from err
 
 
 #: the temporary names of earlier versions: `.<record file>.tmp<pid or mkstemp letters>`

@@ -3,7 +3,7 @@
 A checkpoint (`RUN/checkpoints/last.pt`) holds the *training* state — parameters at y, optimizer state, scheduler,
 the online theory accumulators, RNG states and the step — so a resumed run is bit-exact (loop.py says why y, not x).
 
-Writes are atomic and durable: the state goes to `.last.pt.sfbench-tmp<pid>` (through a Python file object, so a full disk
+Writes are atomic and durable: the state goes to `.last.pt.sfbench-tmp…` (through a Python file object, so a full disk
 is an `OSError` with its errno, not torch's opaque writer error), is fsynced, and replaces the old file in one
 rename. Before that rename the old `last.pt` becomes `prev.pt` (a hard link, so `last.pt` never disappears), so a
 damaged or unreadable `last.pt` — a disk error, a truncated copy — falls back to the checkpoint before it
@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from ..tracking.run_record import RecordDamaged, RecordWriteError, temp_name
+from ..tracking.run_record import RecordDamaged, RecordWriteError, atomic_file, temp_name
 
 CHECKPOINT = "checkpoints/last.pt"
 PREVIOUS = "checkpoints/prev.pt"
@@ -72,25 +72,41 @@ class _Writes:
             raise
 
 
-def _write_temp(obj: Any, path: Path) -> Path:
-    """`obj` written and fsynced to `path`'s temporary name; on any failure that file is removed, and an OS error
-    (however torch reported it) becomes a `RecordWriteError` naming `path`."""
-    tmp = path.with_name(f"{temp_name(path)}{os.getpid()}")
+def atomic_torch_save(obj: Any, path: Path, before_replace: Callable[[], None] | None = None) -> None:
+    """`torch.save(obj)` to `path` through `atomic_file` (fsynced); `before_replace` runs once `obj` is written, before
+    the rename. On any failure the temporary file is removed, and an OS error (however torch reported it) becomes a
+    `RecordWriteError` naming `path`."""
     writes = None
     try:
         path.parent.mkdir(exist_ok=True)     # checkpoints/; never the run directory, which must exist
-        with open(tmp, "wb") as f:
+        with atomic_file(path) as f:
             writes = _Writes(f)
             torch.save(obj, writes)
-            f.flush()
-            os.fsync(f.fileno())
+            if before_replace is not None:
+                before_replace()
     except BaseException as err:
-        _remove(tmp)
         cause = err if isinstance(err, OSError) else writes.error if writes is not None else None
         if cause is not None and not isinstance(err, KeyboardInterrupt):
             raise RecordWriteError(path, cause, state_bytes(obj)) from err
         raise
-    return tmp
+
+
+def save_checkpoint(state: dict, run_dir: Path, keep_previous: bool = True) -> None:
+    """Write `RUN/checkpoints/last.pt`; the one it replaces becomes `prev.pt` (unless `keep_previous` is False: the
+    current last.pt is known to be damaged and must not become the fallback)."""
+    last, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
+
+    def keep_as_previous() -> None:
+        link = prev.with_name(f"{temp_name(prev)}{os.getpid()}")
+        _remove(link)
+        try:
+            os.link(last, link)
+            os.replace(link, prev)
+        except OSError:             # no hard links here: rename (a crash in between leaves prev.pt only)
+            _remove(link)
+            os.replace(last, prev)
+
+    atomic_torch_save(state, last, keep_as_previous if keep_previous and last.exists() else None)
 
 
 def _remove(path: Path) -> None:
@@ -99,36 +115,6 @@ def _remove(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = _write_temp(obj, path)
-    try:
-        os.replace(tmp, path)
-    except OSError as err:
-        _remove(tmp)
-        raise RecordWriteError(path, err) from err
-
-
-def save_checkpoint(state: dict, run_dir: Path, keep_previous: bool = True) -> None:
-    """Write `RUN/checkpoints/last.pt`; the one it replaces becomes `prev.pt` (unless `keep_previous` is False: the
-    current last.pt is known to be damaged and must not become the fallback)."""
-    last, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
-    tmp = _write_temp(state, last)
-    try:
-        if keep_previous and last.exists():
-            link = prev.with_name(f"{temp_name(prev)}{os.getpid()}")
-            _remove(link)
-            try:
-                os.link(last, link)
-                os.replace(link, prev)
-            except OSError:             # no hard links here: rename (a crash in between leaves prev.pt only)
-                _remove(link)
-                os.replace(last, prev)
-        os.replace(tmp, last)
-    except OSError as err:
-        _remove(tmp)
-        raise RecordWriteError(last, err) from err
 
 
 @dataclass
