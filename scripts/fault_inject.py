@@ -14,7 +14,7 @@ First one uninterrupted run (the reference). Then trials: a run of the same comm
 with SIGKILL — and, in some trials, killed again while it resumes — and finally re-run to the end. The moments:
 
 - `checkpoint-write`: as the temporary file of the k-th checkpoint appears (inotify; sfbench's temporary names,
-  `.<file>.sfbench-tmp…`, come from `sfbench.tracking.run_record.temp_name`), so the kill lands during
+  `.<file>.sfbench-tmp…`, come from `sfbench.files.temp_name`), so the kill lands during
   torch.save / fsync; a temporary file left behind proves it did (counted);
 - `after-last-checkpoint`: as the final checkpoint is renamed into place — before model.pt and the `completed`
   summary;
@@ -51,7 +51,7 @@ import time
 import traceback
 from pathlib import Path
 
-from sfbench.tracking.run_record import is_temp_file, temp_name
+from sfbench.files import is_temp_file, temp_name
 
 IN_CREATE, IN_MOVED_TO = 0x100, 0x80
 CHECKPOINTS = 8             # per run: every steps/8 steps

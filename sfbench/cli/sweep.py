@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..tracking.run_record import atomic_write
+from ..files import atomic_write
 from .validate import EXIT_BAD_INPUT, config_dir
 
 SWEEP_ROOT = "multirun"

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from sfbench import cache_root
-from sfbench.tracking.run_record import atomic_write
+from ..files import atomic_write
 
 #: The PEPs this module builds (see the module docstring).
 METHODS = ("sf_constant", "sf_linear", "sf_poly", "sf_increasing", "xz_distance")

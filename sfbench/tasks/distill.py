@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from sfbench import cache_root
 
-from ..tracking.run_record import atomic_write
+from ..files import atomic_write
 from .base import ConfigError, Task, check_choice, check_positive_int
 from .gpt_model import gpt2, logits_of, next_token_ce
 from .lm_data import check_data, check_model, load_tokens, settings

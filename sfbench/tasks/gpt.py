@@ -39,7 +39,7 @@ class GPTTask(Task):
         self.device = None
 
     def setup(self, device: torch.device) -> None:
-        from . import text
+        from . import sources, windows
 
         if self.device == device:
             return
@@ -47,11 +47,11 @@ class GPTTask(Task):
         try:
             self.data = load_tokens(self.data_cfg, "bytes" if spec == "auto" else spec, self.cache_dir,
                                     self.batch_size, self.block_size)
-        except text.DataError as err:
+        except sources.DataError as err:
             raise ConfigError(f"task.data: {err}") from None
         self.device = device
         self._eval = [(x.to(device), y.to(device)) for x, y in
-                      text.eval_windows(self.data.val, self.batch_size, self.block_size, self.eval_batches)]
+                      windows.eval_windows(self.data.val, self.batch_size, self.block_size, self.eval_batches)]
         self.unigram_ce = self._unigram_ce()
 
     def _unigram_ce(self) -> float:
@@ -67,7 +67,7 @@ class GPTTask(Task):
                     m.get("dropout", 0.0), key="task.model")
 
     def batch(self, step: int):
-        from .text import sample_windows
+        from .windows import sample_windows
 
         x, y = sample_windows(self.data.train, self.batch_size, self.block_size, self.seed, step)
         return x.to(self.device), y.to(self.device)

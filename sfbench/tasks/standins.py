@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from sfbench import cache_root
-from sfbench.tracking.run_record import atomic_write, temp_name
+from ..files import atomic_write, temp_name
 
 TEXT_CHARS = 300_000
 VOCAB = 512

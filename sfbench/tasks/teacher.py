@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..tracking.run_record import temp_name
+from ..files import temp_name
 from .base import ConfigError
 from .tokenizer import quiet_transformers
 from .gpt_model import GPT2, gpt2, logits_of, next_token_ce

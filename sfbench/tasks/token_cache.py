@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..tracking.run_record import atomic_file, atomic_write
+from ..files import atomic_file, atomic_write
 from .sources import DataError, PathLike
 
 #: Bump when the on-disk token format or the tokenization procedure changes;

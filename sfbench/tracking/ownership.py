@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from .run_record import CONFIG, METRICS, SUMMARY, TEMP_MARK, RecordDamaged, flatten, read_config, read_summary
+from ..files import TEMP_MARK
+from .run_record import CONFIG, METRICS, SUMMARY, RecordDamaged, flatten, read_config, read_summary
 
 VOLATILE = ("trainer.device", "trainer.dist_timeout", "trainer.log_every_s", "trainer.on_gap", "trainer.eval_every", "trainer.eval_share",
             "logger.", "choices.logger", "paths.")

@@ -23,18 +23,17 @@ there and the same: a run whose directory was deleted or replaced stops with `Ru
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import yaml
+
+from ..files import atomic_write, is_temp_file
 
 STATUSES = ("running", "completed", "diverged", "preempted", "failed")
 CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.jsonl", "summary.json"
@@ -103,41 +102,6 @@ def human_bytes(n: float) -> str:
     return f"{n} bytes"
 
 
-TEMP_MARK = ".sfbench-tmp"
-
-
-def temp_name(path: Path) -> str:
-    """The prefix of every temporary file written next to `path`: a name only sfbench makes, so that
-    `remove_stale_temp_files` never takes a file of the user's (`.model.pt.bak`, `.bashrc.tmp-keep`)."""
-    return f".{path.name}{TEMP_MARK}"
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, fsync: bool = True) -> Iterator[BinaryIO]:
-    """A binary file for `path`'s new content: a temporary file beside it (`temp_name`), flushed, fsynced (unless
-    `fsync` is False) and renamed onto `path` when the block ends, so readers see the old file or the whole new one;
-    removed when the block (or the write) fails."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=temp_name(path), dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):      # gone already, or a read-only file system: the next start removes it
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | memoryview | str, fsync: bool = True) -> None:
-    """Write `data` (a str as UTF-8) to `path` through `atomic_file`."""
-    with atomic_file(path, fsync) as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """`atomic_write` for the run record: a failure is a `RecordWriteError` naming the path."""
     data = text.encode("utf-8")
@@ -145,17 +109,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         atomic_write(path, data)
     except OSError as err:
         raise RecordWriteError(path, err, len(data)) from err
-
-
-#: the temporary names of earlier versions: `.<record file>.tmp<pid or mkstemp letters>`
-_EARLIER_TEMP = re.compile(r"\.(config\.yaml|metrics\.jsonl|summary\.json|model\.pt|theory_fit\.json|wandb_id\.txt|last\.pt|"
-                           r"prev\.pt|slurm\.json)\.tmp[A-Za-z0-9_]*")
-
-
-def is_temp_file(name: str) -> bool:
-    """A temporary file sfbench wrote: `.<file>.sfbench-tmp…` (`temp_name`), or an earlier version's exact form;
-    never a name of the user's (`.model.pt.bak`, `.summary.json.swp`, `.bashrc.tmp-keep`)."""
-    return (name.startswith(".") and TEMP_MARK in name) or _EARLIER_TEMP.fullmatch(name) is not None
 
 
 def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:

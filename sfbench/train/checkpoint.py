@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
-from ..tracking.run_record import RecordDamaged, RecordWriteError, atomic_file, temp_name
+from ..files import atomic_file, temp_name
+from ..tracking.run_record import RecordDamaged, RecordWriteError
 
 CHECKPOINT = "checkpoints/last.pt"
 PREVIOUS = "checkpoints/prev.pt"
