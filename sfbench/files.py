@@ -1,10 +1,12 @@
 """Files sfbench writes whole: atomic writes (a temporary file beside the target, renamed onto it) and the rule for
-the temporary files' names, so that a killed writer's leftovers can be told from a user's files. Shared by every
-room (the run record, checkpoints, caches, stand-ins, PEP results); it imports nothing from sfbench."""
+the temporary files' names, so that a killed writer's leftovers can be told from a user's files, and the lock a
+cache entry is built under. Shared by every room (the run record, checkpoints, caches, stand-ins, PEP results); it
+imports nothing from sfbench."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import tempfile
@@ -55,3 +57,16 @@ def is_temp_file(name: str) -> bool:
     """A temporary file sfbench wrote: `.<file>.sfbench-tmp…` (`temp_name`), or an earlier version's exact form;
     never a name of the user's (`.model.pt.bak`, `.summary.json.swp`, `.bashrc.tmp-keep`)."""
     return (name.startswith(".") and TEMP_MARK in name) or _EARLIER_TEMP.fullmatch(name) is not None
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive `flock` on `path` (created with its folder) for the block: one process at a time builds a cache
+    entry; the kernel drops the lock when a holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from sfbench import cache_root
 
-from ..files import atomic_write
+from ..files import atomic_write, locked
 from .base import ConfigError, Task, check_choice, check_positive_int
 from .gpt_model import gpt2, logits_of, next_token_ce
 from .lm_data import check_data, check_model, load_tokens, settings
@@ -224,10 +224,7 @@ class TeacherOutputCache:
     def save(self) -> None:
         if not self.new:
             return
-        from .teacher import _locked
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(self.path.with_suffix(".lock")):
+        with locked(self.path.with_suffix(".lock")):
             merged = {}
             if self.path.exists():
                 try:

@@ -23,7 +23,6 @@ files.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import pickle
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 
 from sfbench import cache_root
-from ..files import atomic_write, temp_name
+from ..files import atomic_write, locked, temp_name
 
 TEXT_CHARS = 300_000
 VOCAB = 512
@@ -45,17 +44,6 @@ FINEWEB_SHARDS = 4
 
 def default_root() -> Path:
     return cache_root() / "standins"
-
-
-@contextlib.contextmanager
-def _locked(root: Path):
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -201,7 +189,7 @@ def cifar10(root: Path, n_train: int = 2000, n_test: int = 500) -> Path:
 def ensure(root: str | os.PathLike | None = None) -> Path:
     """Write every stand-in that is missing under `root`; returns `root`."""
     root = Path(os.path.expanduser(str(root))) if root else default_root()
-    with _locked(root):
+    with locked(root / ".lock"):
         missing = [name for name, done in (("text", (root / "tinyshakespeare.txt").exists()),
                                            ("teachers", (root / "teacher-gptneo" / "config.json").exists()),
                                            ("fineweb", (root / "fineweb").exists()),

@@ -8,8 +8,6 @@ concurrent jobs of a sweep wait for one training instead of all training it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -22,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..files import temp_name
+from ..files import locked, temp_name
 from .base import ConfigError
 from .tokenizer import quiet_transformers
 from .gpt_model import GPT2, gpt2, logits_of, next_token_ce
@@ -56,17 +54,6 @@ def teacher_key(config: dict[str, Any], tokens_id: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: int, cache_dir: Path,
                     device: torch.device, seed: int, val_frac: float) -> tuple[torch.nn.Module, dict]:
     """The cached teacher for (config, token data), training it first if there is none yet."""
@@ -75,7 +62,7 @@ def trained_teacher(config: dict[str, Any], data, vocab_size: int, block_size: i
     key = teacher_key(dict(config, vocab_size=vocab_size, block_size=block_size, seed=seed, val_frac=val_frac),
                       Path(data.path).name)
     target = Path(cache_dir) / "teachers" / key
-    with _locked(target.with_suffix(".lock")):
+    with locked(target.with_suffix(".lock")):
         for stale in target.parent.glob(f"{temp_name(target)}*"):   # a save that was killed (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         damaged = _damage(target) if target.exists() else None

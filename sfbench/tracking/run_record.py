@@ -128,7 +128,7 @@ def remove_stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _plain(value: Any) -> Any:
+def python_number(value: Any) -> Any:
     """Numbers from torch/numpy as Python numbers, so json can write them."""
     if hasattr(value, "item") and callable(value.item):
         try:
@@ -188,7 +188,7 @@ class RunRecord:
             raise ValueError(f"a metrics line needs a 'step' key; got keys {sorted(metrics)}")
         if not self.writable:
             return
-        line = json.dumps({k: _plain(v) for k, v in metrics.items()}) + "\n"
+        line = json.dumps({k: python_number(v) for k, v in metrics.items()}) + "\n"
         try:
             if self._metrics is None:
                 self.check()
@@ -237,7 +237,7 @@ class RunRecord:
         if status not in STATUSES:
             raise ValueError(f"status={status!r} is not allowed; choose one of {', '.join(map(repr, STATUSES))}")
         summary = read_summary(self.dir) or {}
-        summary.update({k: _plain(v) for k, v in fields.items()}, status=status, updated=time.time())
+        summary.update({k: python_number(v) for k, v in fields.items()}, status=status, updated=time.time())
         summary = {k: v for k, v in summary.items() if v is not None}      # a field set to None is removed
         if not self.writable:
             return summary

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
-from .run_record import _plain, atomic_write_text
+from .run_record import atomic_write_text, python_number
 
 MODES = ("auto", "online", "offline", "disabled")
 ID_FILE = "wandb_id.txt"
@@ -107,11 +107,11 @@ class WandbSink:
     def log(self, metrics: Mapping[str, Any]) -> None:
         # No step=: wandb's own _step restarts on resume; "step" in the metrics is the x axis (define_metric).
         if self.run is not None:
-            self._guard("wandb log", self.run.log, {k: _plain(v) for k, v in metrics.items()})
+            self._guard("wandb log", self.run.log, {k: python_number(v) for k, v in metrics.items()})
 
     def summary(self, fields: Mapping[str, Any]) -> None:
         if self.run is not None:
-            self._guard("wandb summary", self.run.summary.update, {k: _plain(v) for k, v in fields.items()})
+            self._guard("wandb summary", self.run.summary.update, {k: python_number(v) for k, v in fields.items()})
 
     def finish(self, status: str) -> None:
         if self.run is None:
