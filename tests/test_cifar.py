@@ -103,6 +103,7 @@ def test_missing_dataset_through_the_cli(in_run_env, capsys):
     assert "task.root=" in err and "no CIFAR-10 at" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_resnet20_learns_a_separable_cifar_set(in_run_env):
     root = write_cifar(in_run_env / "data", per_batch=200, test=300)
     args = ["task=cifar10", "logger=none", f"task.root={root}", "task.batch_size=64", "opt=sf_adamw", "opt.lr=0.01",

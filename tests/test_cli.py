@@ -143,6 +143,7 @@ def wandb_history(run_dir: Path) -> list[dict]:
     return [r["history"]["item"] for r in records if r["type"] == "history"]
 
 
+@pytest.mark.slow
 def test_local_multirun_is_read_by_load_runs_and_logged_to_wandb(in_run_env):
     tiny = [a for a in TINY if a != "logger=none"]
     assert run_cli(["-m", *tiny, "logger=wandb", "trainer.steps=4", "trainer.eval_every=0",
@@ -189,7 +190,8 @@ def interrupt_and_resume(args, tmp_path, env, lines: int, sig=signal.SIGTERM, po
             "again_out": again_out, "again_code": again.returncode}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow),
+                                 pytest.param(signal.SIGUSR2, marks=pytest.mark.slow)])
 def test_signal_then_rerun_equals_uninterrupted(tmp_path, sfbench_env, sig):
     env = subprocess_env(sfbench_env)
     args = [*TINY, "opt=sf_adamw", "trainer.steps=60", "trainer.ckpt_every=0", "trainer.eval_every=20"]
@@ -216,6 +218,7 @@ def test_wandb_offline_history_has_loss_and_lr(in_run_env):
     assert (run_dir / "wandb_id.txt").exists()
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_and_log_lines_otherwise(tmp_path, sfbench_env):
     import os
     import pty
@@ -312,6 +315,7 @@ def test_logged_lr_is_the_scheduled_step_for_torch_optimizers(in_run_env):
     assert [r["lr"] for r in rows] == pytest.approx(list(expected), rel=1e-12, abs=1e-15)
 
 
+@pytest.mark.slow
 def test_signal_during_setup_stops_before_training_and_rerun_completes(tmp_path, sfbench_env):
     env = subprocess_env(sfbench_env)
     env["SFBENCH_CACHE"] = str(tmp_path / "cache")          # a cold cache: the teacher trains during setup

@@ -124,6 +124,7 @@ def test_help_lists_the_groups():
         assert word in out.stdout, out.stdout
 
 
+@pytest.mark.slow
 def test_teacher_outputs_are_cached_across_runs(in_run_env, monkeypatch, tmp_path):
     """objective=ce queries the teacher only for ℓ*; a second run with the same data, seed and batch shape reads
     every ℓ* from the cache (no teacher forward in the loop) and logs exactly the same metrics."""
@@ -183,7 +184,8 @@ def test_tasks_built_without_a_cache_dir_follow_sfbench_cache(tmp_path, monkeypa
             assert make().cache_dir == Path("~/.cache/sfbench").expanduser()
 
 
-@pytest.mark.parametrize("damage", ["weights cut short", "info.json emptied", "killed save left behind"])
+@pytest.mark.parametrize("damage", [pytest.param("weights cut short", marks=pytest.mark.slow),
+                                    pytest.param("info.json emptied", marks=pytest.mark.slow), "killed save left behind"])
 def test_a_damaged_cached_teacher_is_trained_again(in_run_env, monkeypatch, capsys, damage):
     """The cached teacher damaged (a copy cut short, info.json lost) is found by its saved digests and trained
     again, to the same bytes; a save that was killed leaves a temporary folder that is cleared. Every later run is

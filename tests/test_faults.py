@@ -171,6 +171,7 @@ def _wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 240
     pytest.fail(f"no {n} lines in {path} after {timeout} s")
 
 
+@pytest.mark.slow
 def test_same_command_twice_and_another_config_on_a_live_run_are_refused(tmp_path, sfbench_env):
     """While a run trains, the same command and a different config on its directory are
     refused before they touch anything (exit 2, the holder named); the first run ends with every line."""
@@ -356,6 +357,7 @@ def test_a_failed_checkpoint_write_removes_its_temp_file_and_ends_failed(in_run_
     assert_equal_runs(run_dir, in_run_env / "full")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0 or sys.platform != "linux", reason="mounting a small tmpfs needs root")
 def test_a_really_full_disk(tmp_path, sfbench_env):
     """The same on a real filesystem: a 64 KiB tmpfs fills up at the first checkpoint (~100 KB) of an 8000-parameter
@@ -431,6 +433,7 @@ def test_read_errors_name_the_file_and_line(tmp_path):
 
 # -- Ctrl-C ------------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ctrl_c_is_a_stop_request_and_the_rerun_equals_an_uninterrupted_run(tmp_path, sfbench_env):
     env = subprocess_env(sfbench_env)
     args = ["task=logreg", "logger=none", "trainer.steps=3000", "trainer.eval_every=1000", "trainer.ckpt_every=0"]

@@ -71,6 +71,7 @@ def test_auto_backend_follows_model_size():
     assert SFAdamW(big.parameters(), fused=False)._decide_fused() is False
 
 
+@pytest.mark.slow
 def test_compile_failure_falls_back_to_eager(tmp_path):
     """A real compiler error at the first fused step warns once and continues on the eager path, same numbers.
 
