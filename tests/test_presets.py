@@ -311,7 +311,7 @@ def test_hub_teacher_key_resolves_from_a_local_hub_cache(standins_dir, sfbench_e
 
 
 def test_report_reads_pep_jobs_and_recovers_a_known_rate(tmp_path):
-    """A PEP job's directory as sfbench/cli/pep_job.py writes it, with worst cases 2·T^−0.7 built here: the report
+    """A PEP job's directory as sfbench/pep/job.py writes it, with worst cases 2·T^−0.7 built here: the report
     lists it apart from training runs and its T^−a fit finds a = 0.7 (and prefers it to 1/log(T+1))."""
     from sfbench.report import build_report
     from sfbench.tracking.run_record import RunRecord

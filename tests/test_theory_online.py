@@ -168,7 +168,7 @@ def test_resumed_run_logs_the_same_theory(tmp_path, make_opt):
     def stop_at_17(metrics):
         original_after(metrics)
         if metrics["step"] == 17:
-            trainer.request_stop(15)
+            trainer.stops.request(15)
     trainer.record.log = stop_at_17
     assert trainer.run()["status"] == "preempted"
     assert (tmp_path / "cut" / CHECKPOINT).exists()

@@ -126,23 +126,19 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
         _fail(str(err))
     stops = stop_signals()
     if "pep" in parts:                  # a PEP job (configs/experiment/sfn_pep.yaml): sfbench.pep, not the trainer
-        from .pep_job import run_pep
+        from ..pep.job import run_pep
 
         stops.release()                 # signals do what they did before (submitit requeues a PEP job as it is)
         if stops.first is not None:
             os.kill(os.getpid(), stops.first)
         return run_pep(cfg, run_dir, resolved)
-    if cfg.group:
-        group = cfg.group
-    elif hc.mode is not None and hc.mode.name == "MULTIRUN":
-        group = Path(hc.sweep.dir).name
-    else:
-        group = "default"
-    trainer_cfg = TrainerConfig(**{k: v for k, v in resolved["trainer"].items()}, seed=cfg.seed)
+    multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
+    group = cfg.group or (Path(hc.sweep.dir).name if multirun else "default")
+    trainer_cfg = TrainerConfig(**resolved["trainer"], seed=cfg.seed)
     schedule = parts["schedule"]
     trainer = Trainer(trainer_cfg, parts["task"], parts["make_optimizer"], schedule.lr_scheduler, run_dir,
                       resolved, sink=parts["sink"], run_name=run_dir.name, group=group)
-    stops.forward_to(trainer.request_stop)
+    stops.forward_to(trainer.stops.request)
     try:
         summary = trainer.run()
     except ConfigError as err:          # found while loading data or the teacher
@@ -153,7 +149,8 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
         print(f"sfbench: error: {err}", file=sys.stderr)
         sys.exit(EXIT_FAILED)
     except PeerLost as err:             # data parallel: a rank stalled or is gone (the summary says failed)
-        pending = f"; {signal.Signals(trainer.stop_signal).name} came while it waited" if trainer.stop_signal else ""
+        signum = trainer.stops.signal
+        pending = f"; {signal.Signals(signum).name} came while it waited" if signum else ""
         print(f"sfbench: error: {err}{pending}; the run resumes from its last checkpoint — run the same command "
               f"again", file=sys.stderr)
         sys.exit(EXIT_FAILED)
@@ -165,7 +162,7 @@ def _train(cfg, hc, run_dir: Path, parts: dict, resolved: dict) -> float | None:
         # The run is checkpointed: the signal goes to the handler from before the Trainer's — submitit's in a
         # Slurm job, which requeues it; the requeued job resumes from run_dir (and takes the lock released first).
         _release_lock()
-        stops.hand_on(trainer.stop_signal, float(OmegaConf.select(hc, "launcher.signal_delay_s", default=120)))
+        stops.hand_on(trainer.stops.signal, float(OmegaConf.select(hc, "launcher.signal_delay_s", default=120)))
         # Otherwise (and after Ctrl-C): don't start the sweep's next job (local launcher); exit cleanly.
         sys.exit(0)
     return sweep_value(summary)

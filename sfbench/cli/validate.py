@@ -5,7 +5,9 @@ Unknown options of our config groups are caught before Hydra starts (`check_grou
 building every part (task, optimizer, schedule, logger) on dummy inputs (`validate`); every job of a multirun is
 composed and validated before any of them trains (`validate_sweep`). A key that is no setting (`trainer.step=20`,
 Hydra's "Key 'step' is not in struct") gets one line naming it and the closest settings (`composition_error`,
-`did_you_mean`).
+`did_you_mean`). The trainer's settings are a structured config (`sfbench.train.config.TrainerSettings`, registered
+by `config_dir`): OmegaConf refuses a value of the wrong type while composing, and `type_error` makes that one line
+naming the key, the value and the type; `validate` checks the ranges and choices.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ EXIT_BAD_INPUT = 2
 
 def config_dir() -> Path:
     """The Hydra config groups: `sfbench/configs/` in an installed wheel (pyproject.toml force-includes the top-level
-    `configs/` there), else `configs/` beside the package (a checkout, an editable install)."""
+    `configs/` there), else `configs/` beside the package (a checkout, an editable install). The structured config
+    config.yaml names (`trainer_settings`) is registered in Hydra's ConfigStore first, so that every composition —
+    the app, `compose` in scripts and tests — finds it."""
+    from hydra.core.config_store import ConfigStore
+
+    from ..train.config import TrainerSettings
+
+    ConfigStore.instance().store(name="trainer_settings", node=TrainerSettings)
     package = Path(__file__).resolve().parents[1]
     for candidate in (package / "configs", package.parent / "configs"):
         if (candidate / "config.yaml").is_file():
@@ -66,10 +75,17 @@ def setting_names(cfg) -> set[str]:
 def validate(cfg) -> dict[str, Any]:
     """Check every value and build every part on dummy inputs; returns the builders. Raises ConfigError
     (an unknown setting with the closest known ones)."""
+    from omegaconf.errors import OmegaConfBaseException
+
     from ..tasks.base import ConfigError
 
     try:
         return _validate(cfg)
+    except OmegaConfBaseException as err:       # a value of the wrong type, found when an interpolation resolves
+        line = type_error(err)
+        if line is None:
+            raise
+        raise ConfigError(line) from None
     except ConfigError as err:
         text = str(err)
         match = re.match(r"^([\w.\[\]]+): unknown setting; ", text)
@@ -85,15 +101,15 @@ def _validate(cfg) -> dict[str, Any]:
     from omegaconf import DictConfig, OmegaConf
 
     from ..tasks.base import ConfigError, check_number
-    from ..train import TrainerConfig
-    from ..train.resume import GAP_POLICIES
     from ..train.cadence import check_eval_every
+    from ..train.config import TrainerSettings
+    from ..train.resume import GAP_POLICIES
 
     for key in cfg:
         if key not in TOP_LEVEL:
             raise ConfigError(f"{key}: unknown setting; the top level holds {', '.join(TOP_LEVEL)}")
     if cfg.get("pep") is not None:      # a PEP job (the sfn_pep preset): no training parts to build
-        from .pep_job import check_pep
+        from ..pep.job import check_pep
 
         return {"pep": check_pep(cfg.pep)}
     for key in ("task", "opt", "sched", "logger", "trainer"):
@@ -101,9 +117,10 @@ def _validate(cfg) -> dict[str, Any]:
         if node is None:
             raise ConfigError(f"{key} is missing; it is required (python -m sfbench --help lists the options)")
         if not isinstance(node, DictConfig):
-            what = "a config group: choose an option with" if key != "trainer" else "a group of settings: set them as"
-            raise ConfigError(f"{key}={node!r} is not allowed; {key} is {what} {key}.<name>=… or {key}=<option>")
-    known = {f.name for f in TrainerConfig.__dataclass_fields__.values()} - {"seed"}
+            what = "a group of settings: set them as" if key == "trainer" else "a config group: choose an option with"
+            also = "" if key == "trainer" else f" or {key}=<option>"
+            raise ConfigError(f"{key}={node!r} is not allowed; {key} is {what} {key}.<name>=…{also}")
+    known = set(TrainerSettings.__dataclass_fields__)
     for key in cfg.trainer:
         if key not in known:
             raise ConfigError(f"trainer.{key}: unknown setting; choose among {', '.join(sorted(known))}")
@@ -114,34 +131,27 @@ def _validate(cfg) -> dict[str, Any]:
         from ..tasks import standins
 
         standins.ensure(cfg.paths.standins)
-    t = cfg.trainer
-    check_number("trainer.steps", t.steps, 1, integer=True)
-    for key in ("ckpt_every", "bn_recompute_batches"):
-        check_number(f"trainer.{key}", t[key], 0, integer=True)
+    t = cfg.trainer         # the types are TrainerSettings' (OmegaConf checked them); here: ranges and choices
+    for key, lo in (("steps", 1), ("ckpt_every", 0), ("bn_recompute_batches", 0), ("log_every", 1), ("grad_accum", 1),
+                    ("theory_d_every", 1)):
+        check_number(f"trainer.{key}", t[key], lo, integer=True)
     try:
         check_eval_every(t.eval_every)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_number("trainer.eval_share", t.eval_share, 0, 1, lo_open=True)
-    check_number("trainer.log_every", t.log_every, 1, integer=True)
-    check_number("trainer.grad_accum", t.grad_accum, 1, integer=True)
-    check_number("trainer.theory_d_every", t.theory_d_every, 1, integer=True)
-    if not isinstance(t.theory, bool):
-        raise ConfigError(f"trainer.theory={t.theory!r} is not allowed; use true (log [C1]/[C3] bounds) or false")
     check_number("trainer.log_every_s", t.log_every_s, 0)
-    check_number("trainer.dist_timeout", t.get("dist_timeout", 10.0), 0, lo_open=True, hi_open=True)
+    check_number("trainer.dist_timeout", t.dist_timeout, 0, lo_open=True, hi_open=True)
     if t.precision not in ("fp32", "bf16"):
         raise ConfigError(f"trainer.precision={t.precision!r} is not allowed; choose one of 'fp32', 'bf16'")
-    if not isinstance(t.compile, bool):
-        raise ConfigError(f"trainer.compile={t.compile!r} is not allowed; use true or false")
-    if t.get("on_gap", "stop") not in GAP_POLICIES:
+    if t.on_gap not in GAP_POLICIES:
         raise ConfigError(f"trainer.on_gap={t.on_gap!r} is not allowed; choose one of "
                           f"{', '.join(map(repr, GAP_POLICIES))} (what a resume does when metrics.jsonl lacks steps)")
     if t.diverge_above is not None:
         check_number("trainer.diverge_above", t.diverge_above, 1, hi_open=True)
     if t.grad_clip is not None:
         check_number("trainer.grad_clip", t.grad_clip, 0, lo_open=True, hi_open=True)
-    if not isinstance(t.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device):
         raise ConfigError(f"trainer.device={t.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if t.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.device={t.device!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
@@ -179,7 +189,8 @@ def _validate(cfg) -> dict[str, Any]:
 
 
 def _build(group: str, node) -> Any:
-    """hydra.utils.instantiate, with the constructor's own error (unwrapped from Hydra's) as a ConfigError naming the key."""
+    """hydra.utils.instantiate, with the constructor's own error (unwrapped from Hydra's) as a ConfigError naming the
+    key."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -255,14 +266,17 @@ def validate_sweep(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
         for job in jobs:
             try:
-                cfg = compose("config", overrides=list(job))
-                validate(cfg)
+                validate(compose("config", overrides=list(job)))
+                continue
             except ConfigError as err:
-                print(f"sfbench: error: in the sweep's job {' '.join(job)}: {err}\n(no job was started)",
-                      file=sys.stderr)
-                sys.exit(EXIT_BAD_INPUT)
-            except Exception:   # composition errors: Hydra reports them when it launches the job
-                return
+                message = str(err)
+            except Exception as err:    # a value of the wrong type, else Hydra reports it when it launches the job
+                message = type_error(err) or type_error(err.__cause__)
+                if message is None:
+                    return
+            print(f"sfbench: error: in the sweep's job {' '.join(job)}: {message}\n(no job was started)",
+                  file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
 
 
 # -- Hydra's composition errors ----------------------------------------------------------------------------------------
@@ -270,7 +284,11 @@ def validate_sweep(overrides: list[str]) -> None:
 
 def composition_error(err: Exception, argv: list[str]) -> str:
     """One line for an error Hydra raised while composing the config: for a key that is no setting, the key and the
-    closest settings (composed from the same group choices); otherwise Hydra's own first line (and its cause's)."""
+    closest settings (composed from the same group choices); for a value of the wrong type, `type_error`'s line;
+    otherwise Hydra's own first line (and its cause's)."""
+    line = type_error(err) or type_error(err.__cause__)
+    if line:
+        return line
     text = str(err)
     match = (re.search(r"Could not override '([^']+)'", text)
              or re.search(r"Could not delete from config\. '([^']+)' does not exist", text))
@@ -310,3 +328,20 @@ def _names_for(argv: list[str]) -> set[str] | None:
             return setting_names(compose("config", overrides=groups, return_hydra_config=True))
     except Exception:       # noqa: BLE001 — no suggestions then, only the message
         return None
+
+
+def type_error(err: BaseException | None) -> str | None:
+    """One line for a value OmegaConf refused for a setting of a structured config (`trainer.steps=abc`): the key,
+    the value and the type the setting takes; None for any other error."""
+    import dataclasses
+    import typing
+
+    kind, key = getattr(err, "object_type", None), getattr(err, "key", None)
+    hint = typing.get_type_hints(kind).get(key) if dataclasses.is_dataclass(kind) else None
+    if hint is None or not getattr(err, "full_key", None):
+        return None
+    if "does not support deletion" in str(err):
+        return f"~{err.full_key}: {err.full_key} can't be removed; set it with {err.full_key}=…"
+    kinds = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    allowed = " or ".join(kinds.get(t, getattr(t, "__name__", str(t))) for t in typing.get_args(hint) or (hint,))
+    return f"{err.full_key}={'null' if err.value is None else repr(err.value)} is not allowed; use {allowed}"

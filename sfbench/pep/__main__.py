@@ -74,9 +74,9 @@ def _number(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool, wh
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sfbench.pep",
+        prog="python -m sfbench.pep", exit_on_error=exit_on_error,
         description="Worst case of schedule-free SGD on L-smooth nonconvex functions by PEP (docs/theory.md D): "
                     "min_t ||grad f(y_t)||^2 (or ||x_T - z_T||^2 for xz_distance) under f(x_0) - f(x_T) <= delta.")
     p.add_argument("--method", required=True, choices=METHODS,

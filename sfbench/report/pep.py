@@ -1,4 +1,4 @@
-"""The report's PEP section: runs of the `sfn_pep` preset (or any config with a `pep:` node, sfbench/cli/pep_job.py)
+"""The report's PEP section: runs of the `sfn_pep` preset (or any config with a `pep:` node, sfbench/pep/job.py)
 hold `pep.csv` (worst case per horizon T) instead of a training curve. They are read here, never pooled with
 training runs: one figure with every method's worst case over T, and per method the fitted rates T^−a against
 1/log(T+1) (sfbench.pep.rates.fit_rates, docs/pep.md), so the page (html.pep_section) says which one the horizons

@@ -1,5 +1,5 @@
 """The training loop (DESIGN.md "One step of the loop"), written against `sfbench.tasks.Task` and any
-`torch.optim.Optimizer`, with no task- or optimizer-specific branches.
+`torch.optim.Optimizer`, with no task- or optimizer-specific branches: setup and resume, the steps, the end.
 
 Per step: batch → `task.loss` (loss, ℓ*) → backward → optional clipping → step (optimizers that declare
 `needs_loss` — SF-Polyak — get the loss and ℓ*) → record `lr` actually used (`group["last_lr"]` where the optimizer
@@ -8,67 +8,44 @@ reports it), `train/loss`, `train/grad_norm_sq`, `time/step_s`; evaluation at x 
 
 Checkpoints (`RUN/checkpoints/last.pt`, atomic) hold the *training* state: parameters at y, optimizer state,
 scheduler, RNG states and the step (the step is the data position: batches are a pure function of it). Saving at y
-rather than x is what makes resuming bit-exact — x → y is not an exact floating-point round trip. The model at x is
-written at the end as `RUN/model.pt` (and `sfbench.train.load_model_at_x` recovers x from any checkpoint;
-`checkpoint.py`), with the theory fit (`finish.py`).
+rather than x is what makes resuming bit-exact — x → y is not an exact floating-point round trip. The end writes the
+model at x as `RUN/model.pt` (`sfbench.train.load_model_at_x` recovers x from any checkpoint) and the theory's fit.
 
-A stop signal (`signals.py`) finishes the current step, checkpoints, and ends the run with status `preempted`; a
-non-finite loss ends it with status `diverged`. Both return normally (exit 0) so that sweeps go on. A second Ctrl-C
-stops at once (`StopNow`): the run ends `preempted` at its last checkpoint, which the next run resumes from; writes in
-progress finish first, so the record stays whole.
-
-Faults: the process that writes a run holds the run directory's lock (`sfbench.tracking.lock`) for the
-whole run; resuming checks the record first (`resume.py`: the checkpoint, with a fallback to the previous one, and
-metrics.jsonl against it) before anything is written; temporary files a killed run left are removed; a write that
-fails (a full disk) ends the run `failed` with a one-line `RecordWriteError`; a run resumed at its last step
-evaluates at x again and writes its final metrics.
+A stop signal (`signals.py`) finishes the current step, checkpoints, and ends the run `preempted`; a non-finite loss
+ends it `diverged`; both return normally (exit 0) so that sweeps go on. A second Ctrl-C stops at once (`StopNow`) at
+the last checkpoint, once writes in progress are done. The process that writes a run holds the run directory's lock
+for the whole run; resuming checks the record before anything is written (`resume.py`); temporary files a killed
+run left are removed; a failed write (a full disk) ends the run `failed` with a one-line `RecordWriteError`; a run
+resumed at its last step evaluates at x again and writes its final metrics.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import random
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
 import torch
 
-from ..optim.muon import parameters_for
-from ..tasks.base import ConfigError, Task
+from ..tasks.base import Task
 from ..tracking import lock as run_lock
 from ..tracking.ownership import DifferentRun, check_run_dir, differences, digest, identity
-from ..tracking.run_record import RecordDamaged, RecordWriteError, RunDirLost, RunRecord, remove_stale_temp_files
+from ..tracking.run_record import (METRICS, RecordDamaged, RecordWriteError, RunDirLost, RunRecord, iter_metrics,
+                                   remove_stale_temp_files)
 from ..tracking.sinks import NullSink, Sink
 from . import distributed
 from .cadence import EvalCadence
-from .checkpoint import CHECKPOINT, PREVIOUS, atomic_torch_save, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT, PREVIOUS, atomic_torch_save, save_checkpoint
 from .config import TrainerConfig
 from .evaluation import Evaluation, autocast
-from .finish import above_start, fit_theory
-from .online_bound import OnlineBound
+from .parts import Parts, resolve_device
 from .progress import Progress
-from .resume import GAP_POLICIES, ResumePlan, plan_resume
+from .resume import ResumePlan, plan_resume
 from .signals import StopNow, Stops
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={spec!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -85,23 +62,12 @@ class Trainer:
         self.sink = sink or NullSink()
         self.run_name, self.group = run_name, group
         self.record = RunRecord(self.run_dir)
-        self.stops = Stops()
+        self.stops = Stops()             # `stops.request(signum)`: a stop signal the CLI took before `run`
         self.stopped_at_once = False     # a second Ctrl-C ended the run (the CLI exits 130)
         self._ckpt_step: int | None = None   # the newest checkpoint's step (what a resume starts from); None: not
         #                                     known yet (stopped before the resume was planned)
         self._keep_previous = True       # the next save may turn last.pt into prev.pt
         self._ended = False
-
-    @property
-    def stop_signal(self) -> int | None:
-        """The signal that stopped the run (SIGTERM / SIGUSR1 / SIGUSR2), if one did: the CLI hands it on to
-        submitit."""
-        return self.stops.signal
-
-    def request_stop(self, signum: int) -> None:
-        """Stop after the current step with a checkpoint, as on SIGTERM: for a signal that came before this Trainer's
-        handlers were installed (the CLI takes them from the job's start: sfbench.cli.requeue)."""
-        self.stops.request(signum)
 
     # -- the run -----------------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -144,7 +110,10 @@ class Trainer:
 
     def _run(self, summary: dict | None) -> dict:
         cfg = self.cfg
-        plan = self._plan_resume(summary)   # a damaged record stops here, before anything is written
+        say = (lambda line: print(line, file=sys.stderr)) if self.dist.is_main else (lambda line: None)
+        # which checkpoint to resume from, checked against metrics.jsonl: a damaged record stops here, unwritten
+        plan = plan_resume(self.run_dir, log_every=cfg.log_every, total_steps=cfg.steps, on_gap=cfg.on_gap,
+                           device=self.device, log=say, accepted=(summary or {}).get("metrics_gaps"))
         self._ckpt_step = plan.step
         if self.dist.is_main:
             removed = remove_stale_temp_files(self.run_dir)
@@ -152,7 +121,8 @@ class Trainer:
                 print(f"sfbench: removed {len(removed)} temporary file(s) an interrupted run left "
                       f"({', '.join(p.name for p in removed[:3])}{', …' if len(removed) > 3 else ''})",
                       file=sys.stderr)
-        self._build()
+        self.parts = Parts.build(self.task, self.make_optimizer, self.make_scheduler, cfg, self.device)
+        self.params = [t for t in self.parts.model.parameters() if t.requires_grad]
         start = self._start(plan, summary)
         resumed = plan.loaded is not None
         self.sink.start(self.run_dir, self.run_config, group=self.group, job_type=self.task.name,
@@ -166,7 +136,7 @@ class Trainer:
             # killed after the last checkpoint, before the end: the final metrics are the last line's, evaluated at
             # x again (model.pt, the theory fit and the summary are written as at the end of any run)
             last = dict(plan.rows[-1]) if plan.rows and plan.rows[-1]["step"] == start else {"step": start}
-            last.update(self.evaluation.evaluate(self.forward, self.opt))
+            last.update(self.evaluation.evaluate(self.forward, self.parts.opt))
         self.cadence = EvalCadence(cfg.eval_every, cfg.steps, cfg.eval_share, self.task.eval_cost())
         if self.stops.signal is not None and not self.dist.active:   # asked to stop while setting up
             # (several processes: the first step's all-reduce carries the flag, so every rank stops together)
@@ -180,38 +150,17 @@ class Trainer:
         return self._finish(status, last, start, started)
 
     # -- setup and resume --------------------------------------------------------------------------------------------
-    def _plan_resume(self, summary: dict | None) -> ResumePlan:
-        """Which checkpoint to resume from, checked against metrics.jsonl (resume.py); reads only."""
-        if self.cfg.on_gap not in GAP_POLICIES:
-            raise ConfigError(f"trainer.on_gap={self.cfg.on_gap!r} is not allowed; choose one of "
-                              f"{', '.join(GAP_POLICIES)}")
-        say = (lambda line: print(line, file=sys.stderr)) if self.dist.is_main else (lambda line: None)
-        return plan_resume(self.run_dir, log_every=self.cfg.log_every, total_steps=self.cfg.steps,
-                           on_gap=self.cfg.on_gap, device=self.device, log=say,
-                           accepted=(summary or {}).get("metrics_gaps"))
-
-    def _build(self) -> None:
-        """The task set up, the model (seeded), optimizer, schedule and theory accumulators: `self.model` …"""
-        cfg = self.cfg
-        seed_everything(cfg.seed)
-        self.task.setup(self.device)
-        seed_everything(cfg.seed)
-        self.model = model = self.task.model().to(self.device)
-        self.opt = self.make_optimizer(parameters_for(self.make_optimizer, model))  # named where it places by name
-        self.sched = self.make_scheduler(self.opt) if self.make_scheduler is not None else None
-        self.theory = None
-        if cfg.theory:     # before loading a checkpoint: the origin x_0 is the seeded initial model
-            self.theory = OnlineBound(self.opt, cfg.steps, self.task.summary().get("D"), cfg.theory_d_every,
-                                      task=self.task, model=model, grad_clip=cfg.grad_clip)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-
     def _start(self, plan: ResumePlan, summary: dict | None) -> int:
         """The checkpoint `plan` chose loaded, or the record started afresh; summary.json says `running`; the model
         in training mode (compiled where asked). Returns the step training goes on from."""
-        cfg, start = self.cfg, 0
+        cfg, start, (model, opt, theory) = self.cfg, 0, (self.parts.model, self.parts.opt, self.parts.theory)
         resumed = plan.loaded is not None
         if resumed:
-            start = self._load(plan.loaded.state)
+            diff = differences(plan.loaded.state.get("identity") or {}, self.run_config)
+            if diff:        # config.yaml lost or changed, and the checkpoint knows better: nothing is written
+                raise DifferentRun(self.run_dir, diff)
+            self.parts.load_state_dict(plan.loaded.state)
+            start = int(plan.loaded.state["step"])
             plan.loaded.state = None            # the tensors are in the model and optimizer now
             self._keep_previous = plan.keep_previous
             self.record.truncate_after(start)
@@ -229,39 +178,23 @@ class Trainer:
             resumes=(summary or {}).get("resumes", 0) + (1 if resumed else 0),
             config_digest=digest(self.record.read_config() or self.run_config), device=str(self.device),
             world_size=self.dist.world if self.dist.active else None,
-            parameters=sum(p.numel() for p in self.model.parameters()), task=self.task.summary(),
-            theory=self.theory.summary() if self.theory is not None else None, error=None,
+            parameters=sum(t.numel() for t in model.parameters()), task=self.task.summary(),
+            theory=theory.summary() if theory is not None else None, error=None,
             metrics_gaps=_merge_gaps((summary or {}).get("metrics_gaps"), plan.gaps) if resumed else None)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
-        distributed.broadcast_parameters(self.dist, self.model)
-        if hasattr(self.opt, "train"):
-            self.opt.train()
-        self.model.train()
+        self.forward = torch.compile(model) if cfg.compile else model
+        distributed.broadcast_parameters(self.dist, model)
+        if hasattr(opt, "train"):
+            opt.train()
+        model.train()
         return start
-
-    def _load(self, state: dict) -> int:
-        diff = differences(state.get("identity") or {}, self.run_config)
-        if diff:        # config.yaml lost or changed, and the checkpoint knows better: nothing is written
-            raise DifferentRun(self.run_dir, diff)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        if self.sched is not None and state["scheduler"] is not None:
-            self.sched.load_state_dict(state["scheduler"])
-        if self.theory is not None and state.get("theory") is not None:
-            self.theory.load_state_dict(state["theory"])
-        set_rng_state(state["rng"])
-        return int(state["step"])
 
     def _save(self, step: int) -> None:
         """last.pt at `step` (the one it replaces becomes prev.pt); metrics.jsonl is fsynced first, so a checkpoint
         is never ahead of the metrics on disk."""
         if self.dist.is_main:
             self.record.sync()
-            save_checkpoint({"step": step, "identity": identity(self.run_config), "model": self.model.state_dict(),
-                             "optimizer": self.opt.state_dict(),
-                             "scheduler": self.sched.state_dict() if self.sched is not None else None,
-                             "theory": self.theory.state_dict() if self.theory is not None else None,
-                             "rng": rng_state()}, self.run_dir, keep_previous=self._keep_previous)
+            save_checkpoint({"step": step, "identity": identity(self.run_config), **self.parts.state_dict()},
+                            self.run_dir, keep_previous=self._keep_previous)
             self._keep_previous = True
         self._ckpt_step = step
 
@@ -322,24 +255,18 @@ class Trainer:
         batch's values, which is what SF-Polyak [B1] needs (equal micro-batch sizes make the mean of means exact) —
         averaged over the processes of a data-parallel run, and whether any of them was asked to stop."""
         n, batch = self.cfg.grad_accum, distributed.shard(self.task.batch(step - 1), self.dist)
-        self.opt.zero_grad(set_to_none=True)
-        if n == 1:
+        self.parts.opt.zero_grad(set_to_none=True)
+        total, bounds = None, []
+        for part in range(n):
             with autocast(self.cfg.precision, self.device):
-                loss, lower_bound = self.task.loss(self.forward, batch)
-            loss.backward()
-            loss = loss.detach()
-        else:
-            total, bounds = None, []
-            for part in range(n):
-                with autocast(self.cfg.precision, self.device):
-                    loss, bound = self.task.loss(self.forward, distributed.split_rows(batch, part, n))
-                (loss / n).backward()
-                total = loss.detach() if total is None else total + loss.detach()
-                bounds.append(bound)
-            loss = total / n
-            lower_bound = None if any(b is None for b in bounds) else sum(float(b) for b in bounds) / n
+                loss, bound = self.task.loss(self.forward, distributed.split_rows(batch, part, n) if n > 1 else batch)
+            (loss / n).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+            bounds.append(bound)
+        lower_bound = None if any(b is None for b in bounds) else sum(float(b) for b in bounds) / n
         # one all-reduce with N processes: the mean loss and ℓ*, and whether any rank was asked to stop
-        return distributed.reduce_step(self.dist, loss, lower_bound, self.stops.signal is not None, self.device, step)
+        return distributed.reduce_step(self.dist, total / n, lower_bound, self.stops.signal is not None, self.device,
+                                       step)
 
     def _diverged(self, loss: float, first: float | None) -> bool:
         if not math.isfinite(loss):
@@ -350,7 +277,7 @@ class Trainer:
     def _step(self, step: int, loss_value: float, lower_bound: float | None, t0: float) -> dict:
         """Gradients averaged over the processes (and clipped), the optimizer and schedule stepped; the step's
         metrics, with the theory accumulators and, where the cadence says so, the evaluation at x."""
-        cfg, opt = self.cfg, self.opt
+        cfg, (opt, sched, theory) = self.cfg, (self.parts.opt, self.parts.sched, self.parts.theory)
         distributed.average_gradients(self.dist, self.params, step)
         if cfg.grad_clip:
             grad_norm_sq = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)) ** 2
@@ -365,14 +292,14 @@ class Trainer:
         else:
             opt.step()
         lr_used = float(opt.param_groups[0].get("last_lr", lr_before))
-        if self.sched is not None:
-            self.sched.step()
+        if sched is not None:
+            sched.step()
         metrics = {"step": step, "lr": lr_used, "train/loss": loss_value, "train/grad_norm_sq": grad_norm_sq}
         if lower_bound is not None:
             metrics["train/lower_bound"] = float(lower_bound)
         evaluating = self.cadence.due(step)
-        if self.theory is not None:
-            metrics.update(self.theory.after_step(step, lr_used, used_grad_sq, force=evaluating))
+        if theory is not None:
+            metrics.update(theory.after_step(step, lr_used, used_grad_sq, force=evaluating))
         metrics["time/step_s"] = time.perf_counter() - t0
         if evaluating:
             t_eval = time.perf_counter()
@@ -384,24 +311,24 @@ class Trainer:
     def _finish(self, status: str, last: dict, start: int, started: float) -> dict:
         """model.pt at x (a completed run), the theory fit and the final summary; closes the record."""
         steps_done = last.get("step", start) if status != "diverged" else last["step"] - 1
-        main = self.dist.is_main
+        main, (model, opt, theory) = self.dist.is_main, (self.parts.model, self.parts.opt, self.parts.theory)
         if status == "completed" and main:
             self.record.check()
-            with self.evaluation.at_x(self.model, self.opt):   # the model at x, BatchNorm statistics recomputed there
-                atomic_torch_save(self.model.state_dict(), self.run_dir / "model.pt")
+            with self.evaluation.at_x(model, opt):   # the model at x, BatchNorm statistics recomputed there
+                atomic_torch_save(model.state_dict(), self.run_dir / "model.pt")
         final = {k: v for k, v in last.items() if k != "step" and not k.startswith("time/")}
         self.task.persist()
         theory_summary = None
-        if self.theory is not None:
-            theory_summary = self.theory.summary()
+        if theory is not None:
+            theory_summary = theory.summary()
             if status in ("completed", "diverged") and main:
-                theory_summary["fit"] = fit_theory(self.record, self.theory, self.task.summary().get("f_star"),
+                theory_summary["fit"] = theory.fit(self.record, self.task.summary().get("f_star"),
                                                    self.cfg.diverge_above)
-        at = "x" if hasattr(self.opt, "eval") and hasattr(self.opt, "train") else "the last iterate"
+        at = "x" if hasattr(opt, "eval") and hasattr(opt, "train") else "the last iterate"
         summary = self.record.write_summary(status, steps_done=steps_done, final=final,
                                             wall_s=time.time() - started, task=self.task.summary(),
                                             theory=theory_summary,
-                                            ended_above_start=above_start(self.record, final) if main else None,
+                                            ended_above_start=_above_start(self.record, final) if main else None,
                                             evaluation={**self.cadence.summary(), "at": at})
         self.sink.summary({"status": status, "steps_done": steps_done, **final})
         self.sink.finish(status)
@@ -418,9 +345,10 @@ class Trainer:
         self.record.close()
         known = self._ckpt_step is not None
         resume_at = f"step {self._ckpt_step}, its last checkpoint" if known else "its last checkpoint"
+        at_checkpoint = {"steps_done": self._ckpt_step} if known else {}
         if isinstance(err, StopNow):
             self.stopped_at_once = True
-            status, fields = "preempted", {"steps_done": self._ckpt_step, "error": None} if known else {"error": None}
+            status, fields = "preempted", {**at_checkpoint, "error": None}
             if self.dist.is_main:
                 print(f"\nsfbench: stopped at once (second Ctrl-C); the run resumes from {resume_at} — run the "
                       f"same command again", file=sys.stderr)
@@ -428,8 +356,7 @@ class Trainer:
             status, fields = "failed", {"error": str(err)}      # not written: the directory is not the run's now
         elif isinstance(err, RecordWriteError):
             err.hint = f"; {err.remedy} and run the same command again: it resumes from {resume_at}"
-            status, fields = "failed", {"steps_done": self._ckpt_step, "error": str(err)} if known else \
-                {"error": str(err)}
+            status, fields = "failed", {**at_checkpoint, "error": str(err)}
         else:
             status, fields = "failed", {"steps_done": step - 1, "error": f"{type(err).__name__}: {err}"}
         summary = {"status": status, **fields}
@@ -439,6 +366,16 @@ class Trainer:
             pass
         self.sink.finish(status)
         return summary
+
+
+def _above_start(record: RunRecord, final: dict) -> dict | None:
+    """The evaluated metric (eval/subopt, else eval/loss) at the end against its first evaluation: {metric, first,
+    final} when the run ended above where it started — a run that got worse, flagged beside its status."""
+    key = next((k for k in ("eval/subopt", "eval/loss") if k in final), None)
+    first = next((r[key] for r in iter_metrics(record.dir / METRICS) if key in r), None) if key else None
+    if isinstance(first, (int, float)) and isinstance(final.get(key), (int, float)) and final[key] > first:
+        return {"metric": key, "first": first, "final": final[key]}
+    return None
 
 
 def _merge_gaps(known: list | None, new: list[list[int]]) -> list[list[int]] | None:

@@ -10,6 +10,7 @@ case at the largest T and `pep` the settings). Solves are cached across runs (sf
 
 from __future__ import annotations
 
+import argparse
 import math
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ def check_pep(node: Any) -> dict:
     """The `pep:` settings as a dict, each value checked the way `python -m sfbench.pep` checks its arguments."""
     from omegaconf import OmegaConf
 
-    from ..pep.__main__ import build_parser, parse_horizons
+    from .__main__ import build_parser, parse_horizons
     from ..tasks.base import ConfigError
 
     settings = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
@@ -34,17 +35,14 @@ def check_pep(node: Any) -> dict:
         parse_horizons(str(settings["T"]))
     except ValueError as err:
         raise ConfigError(f"pep.T={settings['T']!r}: {err}") from None
-    actions = {a.dest: a for a in build_parser()._actions}      # `python -m sfbench.pep`'s own types and choices
+    parser = build_parser(exit_on_error=False)        # `python -m sfbench.pep`'s own types and choices
     for key, value in settings.items():
-        action = actions.get(key)
-        if key == "T" or value is None or action is None:
+        if key == "T" or value is None:
             continue
         try:
-            parsed = action.type(str(value)) if action.type else str(value)
-        except Exception as err:         # argparse's ArgumentTypeError says the allowed range
-            raise ConfigError(f"pep.{key}={value!r} is not allowed: {err}") from None
-        if action.choices is not None and parsed not in action.choices:
-            raise ConfigError(f"pep.{key}={value!r} is not allowed; choose one of {', '.join(map(str, action.choices))}")
+            parser.parse_args(["--method=sf_constant", "--T=1", f"--{key}={value}"])
+        except argparse.ArgumentError as err:     # its message says the allowed range or choices
+            raise ConfigError(f"pep.{key}={value!r} is not allowed: {err.message}") from None
     return settings
 
 
@@ -54,7 +52,7 @@ def run_pep(cfg, run_dir: Path, resolved: dict[str, Any]) -> float | None:
     import csv
     import io
 
-    from ..pep.__main__ import main as pep_main
+    from .__main__ import main as pep_main
     from ..tracking.run_record import RunRecord
 
     settings = check_pep(cfg.pep)
