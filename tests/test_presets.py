@@ -297,7 +297,8 @@ def test_hub_teacher_key_resolves_from_a_local_hub_cache(standins_dir, sfbench_e
     run = tmp_path / "run"
     _sfbench(["sfbench", "experiment=sfs_distill_shakespeare", "sfs_method=sf_polyak_adam", "logger=none",
               "trainer.steps=3", "trainer.precision=fp32", "task.data.block_size=32", "task.student.n_layer=1",
-              "task.student.n_embd=32", "task.student.n_head=2", "task.eval_batches=1", f"hydra.run.dir={run}"],
+              "task.student.n_embd=32", "task.student.n_head=2", "task.eval_batches=1", f"hydra.run.dir={run}",
+              "task.data.train_chars=[0,270000]", "task.data.val_chars=[285000,300000]"],   # the stand-in's length
              env, tmp_path)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
