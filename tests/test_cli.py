@@ -190,8 +190,8 @@ def interrupt_and_resume(args, tmp_path, env, lines: int, sig=signal.SIGTERM, po
             "again_out": again_out, "again_code": again.returncode}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow),
-                                 pytest.param(signal.SIGUSR2, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2])
 def test_signal_then_rerun_equals_uninterrupted(tmp_path, sfbench_env, sig):
     env = subprocess_env(sfbench_env)
     args = [*TINY, "opt=sf_adamw", "trainer.steps=60", "trainer.ckpt_every=0", "trainer.eval_every=20"]
@@ -208,6 +208,7 @@ def test_signal_then_rerun_equals_uninterrupted(tmp_path, sfbench_env, sig):
 
 # -- W&B offline: checked with W&B's own reader -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_wandb_offline_history_has_loss_and_lr(in_run_env):
     args = [a for a in TINY if a != "logger=none"] + ["logger=wandb", "trainer.steps=5", "trainer.eval_every=0"]
     assert run_cli(args) == 0

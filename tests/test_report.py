@@ -673,6 +673,7 @@ def wandb_offline(tmp_path, monkeypatch):
     return dict(os.environ)
 
 
+@pytest.mark.slow
 def test_wandb_offline_summary_run(tmp_path, wandb_offline, capsys):
     """Runs logged with the W&B sink → the CLI logs one offline report run, prints its folder, which exists and
     holds the run's transaction log, in the sweep's group with job_type "report"."""
@@ -755,6 +756,7 @@ def _select(filters: list[dict], config: dict, group: str) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_wandb_dashboard_spec_offline(tmp_path, wandb_offline, capsys, monkeypatch):
     """--wandb-dashboard without an account writes the dashboard's spec: per method a run set that selects exactly
     that method's runs (checked by evaluating its filters on the run configs), a line plot of the metric with

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import subprocess_env
 
 # torch._dynamo too: torch's optimizers import it (3 s here) on their first add_param_group / zero_grad / state_dict;
@@ -35,6 +37,7 @@ print(json.dumps({{"imports": after_imports, "run": after_run, "model": after_mo
 """
 
 
+@pytest.mark.slow
 def test_optional_libraries_load_when_used(sfbench_env, tmp_path):
     out = subprocess.run([sys.executable, "-c", PROBE.format(optional=repr(OPTIONAL))], capture_output=True,
                          text=True, cwd=tmp_path, env=subprocess_env(sfbench_env), timeout=300)

@@ -58,6 +58,7 @@ def run_steps(sink, run_dir, steps, status="completed"):
     return run_id
 
 
+@pytest.mark.slow
 def test_offline_history_read_back_with_wandb_tools(tmp_path):
     run_dir = tmp_path / "run"
     run_id = run_steps(WandbSink(mode="offline", tags=("t1",)), run_dir, range(1, 6))
@@ -79,6 +80,7 @@ def test_offline_history_read_back_with_wandb_tools(tmp_path):
     assert state["summary"]["status"] == "completed" and state["summary"]["final/loss"] == pytest.approx(0.2)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run(tmp_path):
     run_dir = tmp_path / "run"
     first = run_steps(WandbSink(mode="offline"), run_dir, range(1, 6), status="preempted")
