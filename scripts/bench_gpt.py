@@ -162,7 +162,6 @@ def main() -> None:
     for w in range(args.warmup):
         for name in names:
             block(name, w * args.block)
-    load_before = os.getloadavg()
     wall = {n: [] for n in names}
     cpu = {n: [] for n in names}
     for r in range(args.rounds):
@@ -171,14 +170,13 @@ def main() -> None:
             w, c = block(name, r * args.block)
             wall[name].append(w)
             cpu[name].append(c)
-    load_after = os.getloadavg()
 
     ref = "nanoGPT" if "nanoGPT" in names else ("transformers" if "transformers" in names else names[0])
     print(f"# bench_gpt: {cfg.task._target_.rsplit('.', 1)[-1]} model {m['n_layer']} layers × {m['n_embd']} wide, "
           f"{m['n_head']} heads, block {T}, vocab {V}, batch {B}, {args.precision}"
           f"{', torch.compile' if args.compile else ''}, {device}; AdamW; {args.rounds} rounds × {args.block} steps "
           f"per contestant, alternating (+{args.warmup} warm-up blocks)")
-    print(f"# machine: {machine()}; load average {load_before[0]:.1f} → {load_after[0]:.1f} (1 min)")
+    print(f"# machine: {machine()}")
     if nano_info:
         print(f"# nanoGPT model.py sha256 {nano_info} from {Path(args.nanogpt).expanduser()}")
     print(f"# transformers' GPT-2 vs sfbench's logits, same weights: max |Δ| = {gap:.2e}")

@@ -145,11 +145,10 @@ def main() -> None:
                 rows.append(fn(sub))
         sweep = bench_sweep(work, SLURM)
         local_sweep = bench_sweep(work, [])
-    load = os.getloadavg()
 
     lines = [
         f"Machine: {platform.node()}, {os.cpu_count()}-core VM, Slurm node `{nodes}`; "
-        f"{args.repeats} repeats (medians); load average at the end {load[0]:.1f}.",
+        f"{args.repeats} repeats (medians).",
         "",
         "| launch | submission → first training step (s) |",
         "|---|---|",
@@ -180,8 +179,8 @@ def main() -> None:
         header = (
             "# Slurm launch overhead\n\n"
             "Measured with `python scripts/bench_slurm.py --write docs/slurm_bench.md` on the local one-node cluster "
-            "(`slurm/local-cluster.sh`: slurmctld, slurmd and the jobs on the same 2-core VM, which also ran other "
-            "work — see the load average). One `task=logreg` run is almost all start-up, so the first table is the "
+            "(`slurm/local-cluster.sh`: slurmctld, slurmd and the jobs on the same 2-core VM, which may run other "
+            "work). One `task=logreg` run is almost all start-up, so the first table is the "
             "launch overhead itself: the local row is the floor (interpreter, torch and Hydra imports, validation, "
             "task setup), `sbatch` adds Slurm's scheduling and job launch (this cluster schedules every 2 s; on a "
             "real cluster the queue wait dominates everything here), and the Hydra launcher adds composing and "
